@@ -1,0 +1,62 @@
+"""Tests of lmmnotes.datasets."""
+
+import pandas as pd
+import pytest
+from pandas.api.types import is_float_dtype, is_integer_dtype
+
+from lmmnotes import DataError, datasets
+
+EXPECTED = {
+    # name: (rows, {column: "category" | "int" | "float"})
+    "pulp": (20, {"bright": "float", "operator": "category"}),
+    "eggs": (48, {"Fat": "float", "Lab": "category", "Technician": "category", "Sample": "category"}),
+    "irrigation": (16, {"field": "category", "irrigation": "category", "variety": "category", "yield": "float"}),
+    "psid": (1661, {"age": "int", "educ": "int", "sex": "category", "income": "int", "year": "int", "person": "category"}),
+    "hsb": (
+        7185,
+        {
+            "school": "category", "minority": "category", "sex": "category", "ses": "float",
+            "mathach": "float", "meanses": "float", "size": "int", "sector": "category",
+            "pracad": "float", "disclim": "float", "himinty": "category",
+        },
+    ),
+}
+
+KIND = {"category": lambda s: isinstance(s.dtype, pd.CategoricalDtype), "int": is_integer_dtype, "float": is_float_dtype}
+
+
+def test_names_lists_every_data_set():
+    assert datasets.names() == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_data_set_loads_with_documented_dtypes(name):
+    rows, columns = EXPECTED[name]
+    frame = datasets.load(name)
+    assert len(frame) == rows
+    assert list(frame.columns) == list(columns)
+    for column, kind in columns.items():
+        assert KIND[kind](frame[column]), f"{name}.{column} is {frame[column].dtype}, expected {kind}"
+    assert not frame.isna().any().any()
+
+
+def test_level_orders_follow_r():
+    assert list(datasets.load("pulp")["operator"].cat.categories) == ["a", "b", "c", "d"]
+    assert list(datasets.load("eggs")["Lab"].cat.categories) == ["I", "II", "III", "IV", "V", "VI"]
+    assert list(datasets.load("hsb")["sector"].cat.categories) == ["Catholic", "Public"]
+    # numeric-looking identifiers sort as numbers, not as strings
+    persons = list(datasets.load("psid")["person"].cat.categories)
+    assert persons[:3] == ["1", "2", "3"] and persons.index("10") == 9
+    schools = [int(s) for s in datasets.load("hsb")["school"].cat.categories]
+    assert schools == sorted(schools) and len(schools) == 160
+
+
+def test_each_load_is_a_fresh_copy():
+    first = datasets.load("pulp")
+    first.loc[0, "bright"] = -1.0
+    assert datasets.load("pulp").loc[0, "bright"] == 59.8
+
+
+def test_unknown_name_lists_the_available_ones():
+    with pytest.raises(DataError, match="unknown data set 'pulpp'.*eggs, hsb, irrigation, psid, pulp"):
+        datasets.load("pulpp")
