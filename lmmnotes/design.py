@@ -1,0 +1,299 @@
+r"""Model matrices of a linear mixed model: the response y, X for the fixed effects, Z for the
+random effects, and the template of the relative covariance factor :math:`\Lambda_\theta`.
+
+For a random-effects term ``(expr | g)`` with grouping factor g of :math:`l` levels, let
+:math:`J` be the :math:`n \times l` indicator matrix of g and :math:`X_t` the
+:math:`n \times p_t` model matrix of ``expr``. The term's block of Z is the transposed
+Khatri-Rao (row-wise Kronecker) product :math:`Z_t = (J^\top * X_t^\top)^\top`: row i holds
+:math:`X_t[i, :]` in the :math:`p_t` columns of observation i's level, and zeros elsewhere, so the
+random effects are ordered level by level. The term's :math:`p_t \times p_t` lower-triangular
+template :math:`T_t` holds :math:`p_t(p_t+1)/2` entries of :math:`\theta` (column by column);
+:math:`\Lambda_\theta` is block diagonal with blocks :math:`I_l \otimes T_t`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.sparse as sp
+from formulaic import Formula, model_matrix
+
+from .checks import DataError, require_columns, require_frame
+from .datasets import _level_order
+from .formula import ParsedFormula, RandomTerm
+
+# Functions a formula may call, as in R: log(income), sqrt(x), exp(x).
+FORMULA_FUNCTIONS = {"log": np.log, "log10": np.log10, "log2": np.log2, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs}
+
+
+def _r_name(name: str) -> str:
+    """formulaic's 'Intercept' is lme4's '(Intercept)'; other names stay as formulaic gives them."""
+    return "(Intercept)" if name == "Intercept" else name
+
+
+@dataclass(frozen=True)
+class TermDesign:
+    """One random-effects term: its grouping factor, levels, and model matrix X_t."""
+
+    term: RandomTerm
+    levels: tuple[str, ...]
+    codes: np.ndarray  # level index of each observation
+    X: np.ndarray  # n x p_t
+    columns: tuple[str, ...]
+    spec: object = field(repr=False, default=None)  # formulaic ModelSpec, to rebuild X_t for new data
+
+    @property
+    def group(self) -> str:
+        return self.term.group
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def n_theta(self) -> int:
+        return self.p * (self.p + 1) // 2
+
+    @cached_property
+    def _lower(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column indices of the lower triangle, column by column (theta's order)."""
+        return np.triu_indices(self.p)[::-1]
+
+    def template(self, theta_t: np.ndarray) -> np.ndarray:
+        """The lower-triangular p_t x p_t factor T_t filled column by column from theta_t."""
+        T = np.zeros((self.p, self.p))
+        T[self._lower] = theta_t
+        return T
+
+    @property
+    def theta_lower(self) -> np.ndarray:
+        """Lower bounds: 0 for the diagonal of T_t, -inf below it."""
+        rows, cols = np.triu_indices(self.p)[::-1]
+        return np.where(rows == cols, 0.0, -np.inf)
+
+    @property
+    def theta_start(self) -> np.ndarray:
+        """lme4's starting value: T_t = I."""
+        rows, cols = np.triu_indices(self.p)[::-1]
+        return (rows == cols).astype(float)
+
+
+@dataclass(frozen=True)
+class Design:
+    """Everything about a model that does not depend on the parameters."""
+
+    formula: ParsedFormula
+    y: np.ndarray
+    X: np.ndarray
+    x_names: tuple[str, ...]
+    terms: tuple[TermDesign, ...]
+    row_index: pd.Index  # the rows of the user's data that were used
+    fixed_spec: object = field(repr=False)  # formulaic ModelSpec, to rebuild X for new data
+    dropped_columns: tuple[str, ...] = ()
+
+    @property
+    def nobs(self) -> int:
+        return len(self.y)
+
+    @property
+    def theta_slices(self) -> list[slice]:
+        """Where each term's entries sit in theta."""
+        out, start = [], 0
+        for t in self.terms:
+            out.append(slice(start, start + t.n_theta))
+            start += t.n_theta
+        return out
+
+    @property
+    def theta_lower(self) -> np.ndarray:
+        return np.concatenate([t.theta_lower for t in self.terms])
+
+    @property
+    def theta_start(self) -> np.ndarray:
+        return np.concatenate([t.theta_start for t in self.terms])
+
+    @property
+    def q(self) -> int:
+        """Number of random effects."""
+        return sum(t.n_levels * t.p for t in self.terms)
+
+    @cached_property
+    def lambda_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """lme4's ``Lind``: Lambda[rows[k], cols[k]] = theta[which[k]] for the nonzeros of Lambda."""
+        rows, cols, which = [], [], []
+        offset = 0
+        for t, s in zip(self.terms, self.theta_slices):
+            r, c = np.triu_indices(t.p)[::-1]  # lower triangle, column by column, as theta
+            base = offset + np.arange(t.n_levels)[:, None] * t.p
+            rows.append((base + r).ravel())
+            cols.append((base + c).ravel())
+            which.append(np.tile(np.arange(s.start, s.stop), t.n_levels))
+            offset += t.n_levels * t.p
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(which)
+
+    def Z(self) -> sp.csc_matrix:
+        """The sparse n x q random-effects model matrix [Z_1 Z_2 ...]."""
+        n, blocks = self.nobs, []
+        for t in self.terms:
+            rows = np.repeat(np.arange(n), t.p)
+            cols = (t.codes[:, None] * t.p + np.arange(t.p)).ravel()
+            blocks.append(sp.csc_matrix((t.X.ravel(), (rows, cols)), shape=(n, t.n_levels * t.p)))
+        return sp.hstack(blocks, format="csc")
+
+    def Lambda(self, theta: np.ndarray) -> sp.csc_matrix:
+        """The sparse q x q relative covariance factor: block diagonal of I_l kron T_t."""
+        return sp.block_diag(
+            [sp.kron(sp.identity(t.n_levels), t.template(theta[s])) for t, s in zip(self.terms, self.theta_slices)],
+            format="csc",
+        )
+
+
+def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes and level labels of the interaction of ``factors`` (``a:b``), observed levels only.
+
+    Each column is a factor whatever its dtype; levels follow the column's categories if it is
+    categorical, else R's order (see ``datasets``). Combined levels are ordered with the first
+    factor varying slowest, and labelled ``"a1:b1"``.
+    """
+    per_factor = []
+    for name in factors:
+        column = data[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            labels = [str(c) for c in column.cat.categories]
+            codes = column.cat.codes.to_numpy()
+        else:
+            labels = _level_order(column)
+            lookup = {label: i for i, label in enumerate(labels)}
+            codes = column.astype(str).map(lookup).to_numpy()
+        per_factor.append((codes, labels))
+    combined = np.stack([c for c, _ in per_factor], axis=1)
+    observed, codes = np.unique(combined, axis=0, return_inverse=True)
+    levels = tuple(":".join(per_factor[j][1][k] for j, k in enumerate(row)) for row in observed)
+    return codes.ravel().astype(np.intp), levels
+
+
+def _matrix(formula: str, data: pd.DataFrame):
+    return model_matrix(formula, data, context=FORMULA_FUNCTIONS, na_action="ignore")
+
+
+def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """Drop columns of X that are linear combinations of earlier ones (as lme4 does)."""
+    if X.shape[1] == 0:
+        return X, names, []
+    _, R, pivot = scipy.linalg.qr(X, mode="economic", pivoting=True)
+    tol = abs(R[0, 0]) * max(X.shape) * np.finfo(float).eps * 100
+    rank = int(np.sum(np.abs(np.diag(R)) > tol))
+    if rank == X.shape[1]:
+        return X, names, []
+    keep = np.sort(pivot[:rank])
+    dropped = [names[j] for j in range(X.shape[1]) if j not in set(keep)]
+    return X[:, keep], [names[j] for j in keep], dropped
+
+
+def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
+    """Check the data and build y, X, and the random-effects terms for ``parsed``.
+
+    Rows with a missing value in any column the formula uses are dropped with a warning (as R's
+    na.omit); ``data`` itself is never modified.
+    """
+    require_frame(data)
+    if not parsed.random:
+        raise DataError(
+            f"the formula {parsed.formula!r} has no random-effects term such as (1 | group); "
+            "for a model with fixed effects only use ordinary least squares, "
+            "e.g. statsmodels.formula.api.ols(formula, data).fit()"
+        )
+    fixed_formula = Formula(f"{parsed.response} ~ {parsed.fixed}")
+    group_columns = [f for t in parsed.random for f in t.factors]
+    used = set(fixed_formula.required_variables) | set(group_columns)
+    for t in parsed.random:
+        used |= set(Formula(t.expr).required_variables)
+    used_columns = [c for c in data.columns if c in used]
+    require_columns(data, sorted(used - set(FORMULA_FUNCTIONS)))
+
+    complete = data[used_columns].notna().all(axis=1).to_numpy()
+    if not complete.all():
+        warnings.warn(
+            f"{int((~complete).sum())} of {len(data)} rows have missing values in the columns the "
+            "model uses and were dropped (as R's na.omit does)",
+            stacklevel=3,
+        )
+    frame = data.loc[complete, used_columns]
+    if len(frame) == 0:
+        raise DataError("no rows are left once rows with missing values are dropped")
+
+    try:
+        matrices = _matrix(fixed_formula, frame)
+    except Exception as error:  # formulaic's messages are good, but say where it came from
+        raise DataError(f"could not build the fixed-effects model matrix for {parsed.fixed!r}: {error}") from error
+    response = matrices.lhs
+    if response.shape[1] != 1:
+        raise DataError(
+            f"the response {parsed.response!r} must be one numeric column, but it expands to "
+            f"{response.shape[1]} columns ({', '.join(response.columns)}); is it a factor?"
+        )
+    y = response.to_numpy(dtype=float).ravel()
+    if not np.all(np.isfinite(y)):
+        raise DataError(
+            f"the response {parsed.response!r} has {int((~np.isfinite(y)).sum())} non-finite values "
+            "(e.g. log of 0); remove those rows or transform differently"
+        )
+    X = matrices.rhs.to_numpy(dtype=float)
+    x_names = [_r_name(c) for c in matrices.rhs.columns]
+    X, x_names, dropped = _drop_aliased(X, x_names)
+    if dropped:
+        warnings.warn(
+            f"the fixed-effects model matrix is rank deficient, so {len(dropped)} column(s) were "
+            f"dropped: {', '.join(dropped)}",
+            stacklevel=3,
+        )
+
+    n = len(y)
+    terms = []
+    for t in parsed.random:
+        codes, levels = factor_codes(frame, t.factors)
+        Xt = _matrix(t.expr, frame)
+        columns = tuple(_r_name(c) for c in Xt.columns)
+        terms.append(TermDesign(t, levels, codes, Xt.to_numpy(dtype=float), columns, Xt.model_spec))
+    # lme4 puts the terms in decreasing order of their number of levels (mkReTrms: rev(order(nl)),
+    # applied only when some term has more levels than the one before it); theta follows.
+    n_levels = [t.n_levels for t in terms]
+    if any(b > a for a, b in zip(n_levels, n_levels[1:])):
+        terms = [terms[i] for i in reversed(np.argsort(n_levels, kind="stable"))]
+    for t in terms:
+        if t.p == 0:
+            raise DataError(f"the random-effects term ({t.term.expr} | {t.group}) has no columns")
+        problems = []
+        if t.n_levels * t.p >= n:
+            problems.append(
+                f"number of observations (={n}) <= number of random effects (={t.n_levels * t.p}) for "
+                f"term ({t.term.expr} | {t.group}); the random-effects parameters and the residual "
+                "variance are probably unidentifiable"
+            )
+        if t.n_levels >= n:
+            problems.append(
+                f"the grouping factor {t.group} has {t.n_levels} levels for {n} observations: each "
+                "level must have replicates, since a term with one random effect per observation "
+                "cannot be told apart from the residual error"
+            )
+        if problems:
+            raise DataError("; ".join(problems) + ". Remove the term or use a coarser grouping factor.")
+    return Design(
+        formula=parsed,
+        y=y,
+        X=X,
+        x_names=tuple(x_names),
+        terms=tuple(terms),
+        row_index=frame.index,
+        fixed_spec=matrices.rhs.model_spec,
+        dropped_columns=tuple(dropped),
+    )

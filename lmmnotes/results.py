@@ -1,0 +1,370 @@
+r"""The fitted model: estimates, lme4's accessors, prediction and simulation.
+
+At the optimum :math:`\hat\theta` everything follows from one penalized least squares solution
+(``criterion.pls``): :math:`\hat\beta`, the conditional modes :math:`\tilde b = \Lambda_{\hat\theta}\tilde u`,
+:math:`\hat\sigma^2 = r^2/n` (ML) or :math:`r^2/(n-p)` (REML),
+:math:`\widehat{\operatorname{Var}}(\hat\beta) = \hat\sigma^2 R_X^{-1} R_X^{-\top}`, the covariance
+of each term's random effects :math:`\hat\sigma^2 T_t T_t^\top`, and the conditional variance of
+the random effects :math:`\hat\sigma^2 \Lambda (L L^\top)^{-1} \Lambda^\top`.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+
+from .criterion import CrossProducts, PlsSolution, deviance_from_pls, pls
+from .design import Design
+
+SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular(tol = 1e-4)
+
+
+@dataclass(frozen=True)
+class LmerFit:
+    """A linear mixed model fitted by ``lmmnotes.lmer``."""
+
+    design: Design = field(repr=False)
+    cross_products: CrossProducts = field(repr=False)
+    solution: PlsSolution = field(repr=False)
+    reml: bool
+    theta: np.ndarray
+    sigma: float
+    criterion: float
+    converged: bool
+    message: str
+
+    @classmethod
+    def from_theta(cls, design: Design, cp: CrossProducts, reml: bool, theta: np.ndarray, *,
+                   converged: bool = True, message: str = "") -> "LmerFit":
+        """The fit at a given theta (the optimizer's answer)."""
+        theta = np.where(design.theta_lower == 0, np.maximum(theta, 0.0), theta)
+        sol = pls(theta, design, cp)
+        dof = cp.n - cp.p if reml else cp.n
+        return cls(design, cp, sol, reml, theta, float(np.sqrt(sol.r2 / dof)),
+                   float(deviance_from_pls(sol, cp.n, cp.p, reml)), converged, message)
+
+    # ---- sizes -------------------------------------------------------------------------------
+    @property
+    def formula(self) -> str:
+        return self.design.formula.formula
+
+    @property
+    def nobs(self) -> int:
+        return self.design.nobs
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        """Number of levels of each grouping factor."""
+        return {t.group: t.n_levels for t in self.design.terms}
+
+    @property
+    def n_parameters(self) -> int:
+        """Fixed effects + covariance parameters + residual variance (for AIC and BIC)."""
+        return len(self.design.x_names) + len(self.theta) + 1
+
+    # ---- fixed effects -----------------------------------------------------------------------
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self.solution.beta, index=list(self.design.x_names), name="fixef")
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """sigma^2 R_X^{-1} R_X^{-T}, the estimated covariance matrix of the fixed effects."""
+        Rinv = scipy.linalg.solve_triangular(self.solution.R_X, np.eye(len(self.solution.beta)))
+        names = list(self.design.x_names)
+        return pd.DataFrame(self.sigma**2 * Rinv @ Rinv.T, index=names, columns=names)
+
+    @property
+    def stderr(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov)), index=list(self.design.x_names), name="stderr")
+
+    @property
+    def tvalues(self) -> pd.Series:
+        return (self.fixef / self.stderr).rename("t value")
+
+    # ---- likelihood --------------------------------------------------------------------------
+    @property
+    def loglik(self) -> float:
+        """The maximized log-likelihood (ML fits) or log restricted likelihood (REML fits)."""
+        return -0.5 * self.criterion
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.n_parameters
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik + np.log(self.nobs) * self.n_parameters
+
+    @property
+    def deviance(self) -> float:
+        """-2 log-likelihood of an ML fit."""
+        if self.reml:
+            raise ValueError("deviance is defined for ML fits; this is a REML fit (use reml_criterion, "
+                             "or refit with lmer(..., reml=False))")
+        return self.criterion
+
+    @property
+    def reml_criterion(self) -> float:
+        """-2 log restricted likelihood of a REML fit."""
+        if not self.reml:
+            raise ValueError("reml_criterion is defined for REML fits; this is an ML fit (use deviance)")
+        return self.criterion
+
+    @property
+    def is_singular(self) -> bool:
+        """True when some bounded theta is within 1e-4 of its bound of 0 (lme4's rule)."""
+        bounded = self.design.theta_lower == 0
+        return bool(np.any(self.theta[bounded] < SINGULAR_TOLERANCE))
+
+    # ---- variance components -----------------------------------------------------------------
+    def _group_names(self) -> list[str]:
+        """Term labels as lme4 prints them: a repeated grouping factor gets .1, .2, ..."""
+        seen: dict[str, int] = {}
+        names = []
+        for t in self.design.terms:
+            k = seen.get(t.group, 0)
+            names.append(t.group if k == 0 else f"{t.group}.{k}")
+            seen[t.group] = k + 1
+        return names
+
+    def covariances(self) -> dict[str, pd.DataFrame]:
+        """Covariance matrix sigma^2 T_t T_t' of each term's random effects."""
+        out = {}
+        for name, t, s in zip(self._group_names(), self.design.terms, self.design.theta_slices):
+            T = t.template(self.theta[s])
+            out[name] = pd.DataFrame(self.sigma**2 * T @ T.T, index=list(t.columns), columns=list(t.columns))
+        return out
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components laid out like lme4's ``as.data.frame(VarCorr(fit))``."""
+        rows = []
+        for name, cov in self.covariances().items():
+            cols, values = list(cov.columns), cov.to_numpy()
+            sd = np.sqrt(np.diag(values))
+            rows += [(name, c, None, values[i, i], sd[i]) for i, c in enumerate(cols)]
+            for j in range(len(cols)):
+                for i in range(j + 1, len(cols)):
+                    corr = values[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                    rows.append((name, cols[j], cols[i], values[i, j], corr))
+        rows.append(("Residual", None, None, self.sigma**2, self.sigma))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    # ---- random effects ----------------------------------------------------------------------
+    def _b_blocks(self) -> list[np.ndarray]:
+        """Conditional modes b = Lambda u of each term, as (levels x p_t) arrays."""
+        out, start = [], 0
+        for t, s in zip(self.design.terms, self.design.theta_slices):
+            size = t.n_levels * t.p
+            u = self.solution.u[start:start + size].reshape(t.n_levels, t.p)
+            out.append(u @ t.template(self.theta[s]).T)
+            start += size
+        return out
+
+    def _conditional_sd_blocks(self) -> list[np.ndarray]:
+        """sqrt of the diagonal of sigma^2 Lambda (L L')^{-1} Lambda', per term (levels x p_t)."""
+        sol, d = self.solution, self.design
+        if self.cross_products.blocked:
+            t = d.terms[0]
+            T = t.template(self.theta)
+            Linv = np.linalg.inv(sol.L)  # (l, p, p)
+            M = T @ np.swapaxes(Linv, 1, 2)  # T L^{-T}: rows give Lambda (L L')^{-1} Lambda' = M M'
+            return [self.sigma * np.sqrt(np.sum(M**2, axis=2))]
+        Lam = d.Lambda(self.theta).toarray()
+        M = scipy.linalg.solve_triangular(sol.L, Lam.T, lower=True)  # L^{-1} Lambda'
+        sd = self.sigma * np.sqrt(np.sum(M**2, axis=0))
+        out, start = [], 0
+        for t in d.terms:
+            size = t.n_levels * t.p
+            out.append(sd[start:start + size].reshape(t.n_levels, t.p))
+            start += size
+        return out
+
+    def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects: one DataFrame per grouping factor.
+
+        Rows are the factor's levels, columns the term's columns; with ``condvar=True``, columns
+        ``condsd_<name>`` hold the conditional standard deviations (conditional on the estimates,
+        as lme4's ``condVar``). Terms on the same factor (from ``||``) share one DataFrame.
+        """
+        sds = self._conditional_sd_blocks() if condvar else None
+        out: dict[str, pd.DataFrame] = {}
+        for k, (t, b) in enumerate(zip(self.design.terms, self._b_blocks())):
+            frame = pd.DataFrame(b, index=pd.Index(t.levels, name=t.group), columns=list(t.columns))
+            if condvar:
+                frame = frame.join(pd.DataFrame(sds[k], index=frame.index, columns=[f"condsd_{c}" for c in t.columns]))
+            out[t.group] = frame if t.group not in out else out[t.group].join(frame)
+        if condvar:  # put the modes first, then their standard deviations
+            out = {g: f[[c for c in f.columns if not c.startswith("condsd_")] +
+                        [c for c in f.columns if c.startswith("condsd_")]] for g, f in out.items()}
+        return out
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Per-group coefficients: fixed effects plus the group's random effects (lme4's coef)."""
+        out = {}
+        fixef = self.fixef
+        for group, re in self.ranef().items():
+            frame = pd.DataFrame(np.tile(fixef.to_numpy(), (len(re), 1)), index=re.index, columns=fixef.index)
+            for c in re.columns:
+                if c in frame.columns:
+                    frame[c] += re[c]
+                else:
+                    frame[c] = re[c]
+            out[group] = frame
+        return out
+
+    # ---- fitted values, residuals, prediction -------------------------------------------------
+    def _Zb(self) -> np.ndarray:
+        out = np.zeros(self.nobs)
+        for t, b in zip(self.design.terms, self._b_blocks()):
+            out += np.sum(t.X * b[t.codes], axis=1)
+        return out
+
+    def fitted(self) -> pd.Series:
+        """X beta + Z b, for the rows of the data the model used."""
+        return pd.Series(self.design.X @ self.solution.beta + self._Zb(), index=self.design.row_index, name="fitted")
+
+    def residuals(self) -> pd.Series:
+        """y - fitted: the conditional (within-group) residuals."""
+        return pd.Series(self.design.y, index=self.design.row_index).sub(self.fitted()).rename("residuals")
+
+    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None) -> pd.Series:
+        """Predictions with the random effects (default) or at the population level (``re_form="~0"``).
+
+        For ``newdata``, levels of a grouping factor not seen in the fit get random effects of
+        zero, i.e. the population-level prediction.
+        """
+        population = _is_population_form(re_form)
+        if newdata is None:
+            fixed = self.design.X @ self.solution.beta
+            values = fixed if population else fixed + self._Zb()
+            return pd.Series(values, index=self.design.row_index, name="predicted")
+        X = self.design.fixed_spec.get_model_matrix(newdata).to_numpy(dtype=float)
+        X = X[:, [list(self.design.fixed_spec.column_names).index(_formulaic_name(c)) for c in self.design.x_names]]
+        values = X @ self.solution.beta
+        if not population:
+            for t, b in zip(self.design.terms, self._b_blocks()):
+                missing = [f for f in t.term.factors if f not in newdata.columns]
+                if missing:
+                    raise ValueError(f"newdata lacks the grouping column(s) {missing}; add them or use re_form='~0'")
+                Xt = t.spec.get_model_matrix(newdata).to_numpy(dtype=float)
+                labels = newdata[list(t.term.factors)].astype(str).agg(":".join, axis=1)
+                lookup = {level: i for i, level in enumerate(t.levels)}
+                idx = labels.map(lookup)
+                known = idx.notna().to_numpy()
+                rows = np.where(known, idx.fillna(0).to_numpy(dtype=int), 0)
+                values = values + np.where(known, np.sum(Xt * b[rows], axis=1), 0.0)
+        return pd.Series(values, index=newdata.index, name="predicted")
+
+    # ---- simulation and refitting -------------------------------------------------------------
+    def simulate(self, nsim: int = 1, seed: int | np.random.Generator | None = None, use_u: bool = False) -> pd.DataFrame:
+        """Draw ``nsim`` responses from the fitted model, one column each.
+
+        New random effects u ~ N(0, sigma^2 I) are drawn for each response, unless ``use_u`` is
+        True, in which case the conditional modes are kept and only the residual noise is new.
+        """
+        rng = np.random.default_rng(seed)
+        n, q = self.nobs, len(self.solution.u)
+        mean = self.design.X @ self.solution.beta
+        if use_u:
+            signal = np.repeat((mean + self._Zb())[:, None], nsim, axis=1)
+        else:
+            Z = self.design.Z()
+            Lam = self.design.Lambda(self.theta)
+            signal = mean[:, None] + Z @ (Lam @ (self.sigma * rng.standard_normal((q, nsim))))
+        y = signal + self.sigma * rng.standard_normal((n, nsim))
+        return pd.DataFrame(y, index=self.design.row_index, columns=[f"sim_{k + 1}" for k in range(nsim)])
+
+    def refit(self, y) -> "LmerFit":
+        """Fit the same model to a new response ``y`` (same rows), starting at this fit's theta."""
+        from .fit import optimize_theta  # fit imports this module
+
+        y = np.asarray(y, dtype=float).ravel()
+        if y.shape != self.design.y.shape:
+            raise ValueError(f"refit needs a response of length {self.nobs}, got {y.shape[0]}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("refit: the new response has missing or infinite values")
+        design = _with_response(self.design, y)
+        cp = self.cross_products.with_response(design, y)
+        opt = optimize_theta(design, cp, self.reml, self.theta)
+        return LmerFit.from_theta(design, cp, self.reml, opt.theta, converged=opt.converged, message=opt.message)
+
+    # ---- display ------------------------------------------------------------------------------
+    def summary(self) -> "Summary":
+        """A printed summary in lme4's layout."""
+        return Summary(_summary_text(self))
+
+    def __repr__(self) -> str:
+        return _summary_text(self, brief=True)
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(_summary_text(self, brief=True))}</pre>"
+
+
+class Summary(str):
+    """A string that displays itself as text (in notebooks too)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _with_response(design: Design, y: np.ndarray) -> Design:
+    from dataclasses import replace
+
+    return replace(design, y=y)
+
+
+def _formulaic_name(name: str) -> str:
+    return "Intercept" if name == "(Intercept)" else name
+
+
+def _is_population_form(re_form: str | None) -> bool:
+    if re_form is None:
+        return False
+    if re_form.replace(" ", "") in ("~0", "0", "~-1", "NA"):
+        return True
+    raise ValueError(f"re_form must be None (all random effects) or '~0' (none), got {re_form!r}")
+
+
+def _summary_text(fit: LmerFit, brief: bool = False) -> str:
+    method = "REML" if fit.reml else "maximum likelihood"
+    lines = [f"Linear mixed model fit by {method}", f"Formula: {fit.formula}"]
+    if fit.reml:
+        lines.append(f"REML criterion at convergence: {fit.criterion:.4f}")
+    else:
+        lines.append(f"     AIC      BIC   logLik deviance\n{fit.aic:8.2f} {fit.bic:8.2f} {fit.loglik:8.3f} {fit.criterion:8.2f}")
+    if not brief:
+        resid = fit.residuals().to_numpy() / fit.sigma
+        q = np.quantile(resid, [0, 0.25, 0.5, 0.75, 1])
+        lines += ["", "Scaled residuals:", "     Min       1Q   Median       3Q      Max",
+                  " ".join(f"{v:8.4f}" for v in q)]
+    lines += ["", "Random effects:"]
+    vc = fit.varcorr
+    table = []
+    for name, cov in fit.covariances().items():
+        sd = np.sqrt(np.diag(cov.to_numpy()))
+        corr = cov.to_numpy() / np.outer(sd, sd) if np.all(sd > 0) else np.full(cov.shape, np.nan)
+        for i, c in enumerate(cov.columns):
+            cor_text = " ".join(f"{corr[i, j]:6.3f}" for j in range(i))
+            table.append((name if i == 0 else "", c, f"{sd[i] ** 2:.5g}", f"{sd[i]:.5g}", cor_text))
+    table.append(("Residual", "", f"{fit.sigma ** 2:.5g}", f"{fit.sigma:.5g}", ""))
+    widths = [max(len(r[k]) for r in table + [("Groups", "Name", "Variance", "Std.Dev.", "Corr")]) for k in range(5)]
+    header = ("Groups", "Name", "Variance", "Std.Dev.", "Corr")
+    for row in [header] + table:
+        lines.append(" " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    groups = ", ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
+    lines.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
+    lines += ["", "Fixed effects:"]
+    fe = pd.DataFrame({"Estimate": fit.fixef, "Std. Error": fit.stderr, "t value": fit.tvalues})
+    lines.append(fe.to_string(float_format=lambda v: f"{v:.4f}"))
+    if fit.is_singular:
+        lines += ["", "boundary (singular) fit: some variance is estimated as 0 or a correlation as +/-1"]
+    if not fit.converged:
+        lines += ["", f"warning: the optimizer did not report convergence ({fit.message})"]
+    del vc
+    return "\n".join(lines)
