@@ -19,7 +19,6 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 
@@ -186,16 +185,18 @@ def _matrix(formula: str, data: pd.DataFrame):
 
 
 def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """Drop columns of X that are linear combinations of earlier ones (as lme4 does)."""
-    if X.shape[1] == 0:
-        return X, names, []
-    _, R, pivot = scipy.linalg.qr(X, mode="economic", pivoting=True)
-    tol = abs(R[0, 0]) * max(X.shape) * np.finfo(float).eps * 100
-    rank = int(np.sum(np.abs(np.diag(R)) > tol))
-    if rank == X.shape[1]:
-        return X, names, []
-    keep = np.sort(pivot[:rank])
-    dropped = [names[j] for j in range(X.shape[1]) if j not in set(keep)]
+    """Drop each column of X that is a linear combination of the columns before it (as lme4
+    does: the later of two aliased columns goes)."""
+    keep: list[int] = []
+    scale = np.linalg.norm(X, axis=0).max() if X.size else 0.0
+    for j in range(X.shape[1]):
+        column = X[:, j]
+        if keep:
+            coef, *_ = np.linalg.lstsq(X[:, keep], column, rcond=None)
+            column = column - X[:, keep] @ coef
+        if np.linalg.norm(column) > 1e-7 * max(scale, 1.0):
+            keep.append(j)
+    dropped = [names[j] for j in range(X.shape[1]) if j not in keep]
     return X[:, keep], [names[j] for j in keep], dropped
 
 

@@ -1,0 +1,217 @@
+"""Behaviour of lmmnotes.lmer beyond the lme4 reference numbers: formulas, bad input,
+prediction, simulation, refitting, and the profiled criterion against brute force."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from lmmnotes import DataError, FormulaError, lmer
+from lmmnotes.criterion import CrossProducts, pls, profiled_criterion
+from lmmnotes.design import build_design
+from lmmnotes.formula import parse_formula
+
+from .conftest import book_data
+
+
+# ---- formulas -----------------------------------------------------------------------------
+def test_parse_nested_uncorrelated_and_powers():
+    parsed = parse_formula("y ~ I(x^2) + (x || g) + (1 | a/b)")
+    assert parsed.fixed == "I(x**2)"
+    assert [(t.expr, t.group) for t in parsed.random] == [("1", "g"), ("0 + x", "g"), ("1", "a"), ("1", "a:b")]
+
+
+def test_keyword_column_names_are_quoted():
+    parsed = parse_formula("yield ~ class + (1 | g)")
+    assert parsed.response == "`yield`" and parsed.fixed == "`class`"
+
+
+@pytest.mark.parametrize("bad", ["y ~ x | g", "y ~ (1 | )", "~ x + (1|g)", "y ~ (1 | g", "y + x"])
+def test_unreadable_formulas(bad):
+    with pytest.raises(FormulaError):
+        parse_formula(bad)
+
+
+def test_nested_shorthand_fits_like_explicit_terms():
+    eggs = book_data("eggs")
+    a = lmer("Fat ~ 1 + (1 | Lab/Technician/Sample)", eggs)
+    b = lmer("Fat ~ 1 + (1 | Lab) + (1 | Lab:Technician) + (1 | Lab:Technician:Sample)", eggs)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-9)
+
+
+def test_uncorrelated_terms_have_no_correlation():
+    psid = book_data("psid")
+    fit = lmer("log(income) ~ cyear + (cyear || person)", psid)
+    assert list(fit.varcorr["grp"]) == ["person", "person.1", "Residual"]
+    assert list(fit.ranef()["person"].columns) == ["(Intercept)", "cyear"]
+    correlated = lmer("log(income) ~ cyear + (cyear | person)", psid)
+    assert correlated.loglik >= fit.loglik - 1e-8  # the larger model fits at least as well
+
+
+def test_keyword_column_and_r_power():
+    irrigation = book_data("irrigation")
+    fit = lmer("yield ~ irrigation + (1 | field)", irrigation)
+    assert fit.nobs == 16
+    data = pd.DataFrame({"class": [1.0, 2, 3, 4, 5, 6, 7, 8.5], "x": np.arange(8.0), "g": list("aabbccdd")})
+    fit = lmer("class ~ I(x^2) + (1 | g)", data)
+    assert list(fit.fixef.index) == ["(Intercept)", "I(x ** 2)"]
+
+
+def test_numeric_grouping_column_is_a_factor():
+    psid = book_data("psid")
+    psid["person_number"] = psid["person"].astype(int)
+    a = lmer("log(income) ~ cyear + (1 | person)", psid)
+    b = lmer("log(income) ~ cyear + (1 | person_number)", psid)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-9)
+    assert b.ngroups == {"person_number": 85}
+
+
+# ---- bad input ----------------------------------------------------------------------------
+def test_errors_name_the_problem():
+    pulp = book_data("pulp")
+    with pytest.raises(DataError, match="'brightness' not found"):
+        lmer("brightness ~ 1 + (1 | operator)", pulp)
+    with pytest.raises(DataError, match="no random-effects term.*ordinary least squares"):
+        lmer("bright ~ operator", pulp)
+    with pytest.raises(DataError, match="no rows"):
+        lmer("bright ~ 1 + (1 | operator)", pulp.iloc[:0])
+    with pytest.raises(DataError, match="is it a factor"):
+        lmer("operator ~ 1 + (1 | operator)", pulp)
+    pulp["sheet"] = np.arange(20)
+    with pytest.raises(DataError, match="sheet has 20 levels for 20 observations"):
+        lmer("bright ~ 1 + (1 | sheet)", pulp)
+
+
+def test_missing_values_are_dropped_with_a_warning_and_data_is_untouched():
+    pulp = book_data("pulp")
+    pulp.loc[[3, 7], "bright"] = np.nan
+    before = pulp.copy()
+    with pytest.warns(UserWarning, match="2 of 20 rows have missing values"):
+        fit = lmer("bright ~ 1 + (1 | operator)", pulp)
+    assert fit.nobs == 18 and 3 not in fit.fitted().index
+    pd.testing.assert_frame_equal(pulp, before)
+
+
+def test_rank_deficient_fixed_effects_drop_aliased_columns():
+    pulp = book_data("pulp")
+    pulp["x"] = np.arange(20.0)
+    pulp["x2"] = 2 * pulp["x"]
+    with pytest.warns(UserWarning, match="dropped: x2"):
+        fit = lmer("bright ~ x + x2 + (1 | operator)", pulp)
+    assert list(fit.fixef.index) == ["(Intercept)", "x"]
+
+
+# ---- accessors, prediction, simulation -----------------------------------------------------
+@pytest.fixture(scope="module")
+def psid_fit():
+    return lmer("log(income) ~ cyear * sex + age + educ + (cyear | person)", book_data("psid"))
+
+
+def test_predict_population_and_conditional(psid_fit):
+    data = book_data("psid")
+    np.testing.assert_allclose(psid_fit.predict(), psid_fit.fitted())
+    np.testing.assert_allclose(psid_fit.predict(data), psid_fit.fitted(), rtol=1e-12)
+    population = psid_fit.predict(re_form="~0")
+    np.testing.assert_allclose(psid_fit.predict(data, re_form="~0"), population, rtol=1e-12)
+    np.testing.assert_allclose(psid_fit.fitted() - population,
+                               psid_fit.fitted() - psid_fit.design.X @ psid_fit.fixef.to_numpy())
+    new = data.iloc[:3].copy()
+    new["person"] = "not a person in the data"
+    np.testing.assert_allclose(psid_fit.predict(new), population.iloc[:3].to_numpy(), rtol=1e-12)
+
+
+def test_coef_is_fixef_plus_ranef(psid_fit):
+    coef, ranef = psid_fit.coef()["person"], psid_fit.ranef()["person"]
+    np.testing.assert_allclose(coef["cyear"], psid_fit.fixef["cyear"] + ranef["cyear"])
+    np.testing.assert_allclose(coef["age"], psid_fit.fixef["age"])
+
+
+def test_simulate_is_seeded_and_use_u_keeps_the_modes(psid_fit):
+    a = psid_fit.simulate(nsim=3, seed=5)
+    b = psid_fit.simulate(nsim=3, seed=5)
+    pd.testing.assert_frame_equal(a, b)
+    assert a.shape == (psid_fit.nobs, 3)
+    kept = psid_fit.simulate(nsim=400, seed=1, use_u=True)
+    # with use_u only residual noise is added: the mean over draws is close to the fitted values
+    assert np.abs(kept.mean(axis=1) - psid_fit.fitted()).max() < 5 * psid_fit.sigma / np.sqrt(400)
+
+
+def test_refit_same_response_reproduces_the_fit(psid_fit):
+    again = psid_fit.refit(psid_fit.design.y)
+    assert again.loglik == pytest.approx(psid_fit.loglik, abs=1e-7)
+    y = psid_fit.simulate(seed=3).iloc[:, 0]
+    direct = lmer("log(income) ~ cyear * sex + age + educ + (cyear | person)", book_data("psid").assign(income=np.exp(y)))
+    assert psid_fit.refit(y).loglik == pytest.approx(direct.loglik, abs=1e-6)
+
+
+def test_summary_shows_the_tables(psid_fit):
+    text = str(psid_fit.summary())
+    for part in ["REML criterion at convergence", "Scaled residuals", "Random effects", "person", "cyear",
+                 "Residual", "Number of obs: 1661", "Fixed effects", "t value"]:
+        assert part in text
+    assert "Fixed effects" not in repr(psid_fit) or "Scaled residuals" not in repr(psid_fit)
+
+
+# ---- the profiled criterion against a brute-force dense likelihood ---------------------------
+def brute_force_criterion(design, theta, reml):
+    """-2 log-likelihood (ML) or -2 log restricted likelihood (REML) at theta, profiled over
+    beta and sigma, from the dense marginal normal y ~ N(X beta, sigma^2 (I + Z Lambda Lambda' Z'))."""
+    Z, Lam = design.Z().toarray(), design.Lambda(theta).toarray()
+    X, y, n, p = design.X, design.y, design.nobs, design.X.shape[1]
+    W = np.eye(n) + Z @ Lam @ Lam.T @ Z.T
+    Winv = np.linalg.inv(W)
+    beta = np.linalg.solve(X.T @ Winv @ X, X.T @ Winv @ y)  # GLS
+    resid = y - X @ beta
+    sigma2 = resid @ Winv @ resid / (n - p if reml else n)
+    loglik = stats.multivariate_normal(mean=X @ beta, cov=sigma2 * W).logpdf(y)
+    if not reml:
+        return -2 * loglik
+    _, logdet = np.linalg.slogdet(X.T @ Winv @ X / sigma2)
+    return -2 * loglik + logdet - p * np.log(2 * np.pi)
+
+
+@st.composite
+def small_designs(draw):
+    n_groups = draw(st.integers(2, 5))
+    sizes = draw(st.lists(st.integers(1, 4), min_size=n_groups, max_size=n_groups))
+    second = draw(st.booleans())  # add a crossed second factor (exercises the dense path)
+    slope = draw(st.booleans()) and not second
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    g = np.repeat([f"g{i}" for i in range(n_groups)], sizes)
+    n = len(g)
+    frame = pd.DataFrame({"g": g, "x": rng.normal(size=n), "h": rng.choice(["h1", "h2", "h3"], size=n),
+                          "y": rng.normal(size=n) * 2 + 1})
+    formula = "y ~ x + " + ("(x | g)" if slope else "(1 | g)") + (" + (1 | h)" if second else "")
+    n_theta = 3 if slope else (2 if second else 1)
+    theta = rng.uniform(0.05, 2.0, size=n_theta)
+    if slope:
+        theta[1] = rng.normal()
+    return frame, formula, theta
+
+
+@settings(max_examples=40, deadline=None)
+@given(small_designs(), st.booleans())
+def test_profiled_criterion_equals_brute_force_likelihood(case, reml):
+    frame, formula, theta = case
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            design = build_design(parse_formula(formula), frame)
+    except DataError:
+        return  # too few observations for the random effects: refused, as lme4 does
+    if np.linalg.matrix_rank(design.X) < design.X.shape[1] or design.nobs <= design.X.shape[1] + 1:
+        return
+    cp = CrossProducts.from_design(design)
+    ours = profiled_criterion(theta, design, cp, reml)
+    assert ours == pytest.approx(brute_force_criterion(design, theta, reml), rel=1e-9, abs=1e-8)
+    # the conditional modes solve the penalized least squares problem's normal equations
+    sol = pls(theta, design, cp)
+    Z, Lam = design.Z().toarray(), design.Lambda(theta).toarray()
+    ZL = Z @ Lam
+    resid = design.y - design.X @ sol.beta - ZL @ sol.u
+    np.testing.assert_allclose(ZL.T @ resid, sol.u, atol=1e-8 * (1 + np.abs(sol.u).max()))
