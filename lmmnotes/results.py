@@ -153,7 +153,10 @@ class LmerFit:
                     corr = values[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
                     rows.append((name, cols[j], cols[i], values[i, j], corr))
         rows.append(("Residual", None, None, self.sigma**2, self.sigma))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        frame = pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        for column in ("grp", "var1", "var2"):  # missing names show as <NA>, like R's NA
+            frame[column] = pd.array(frame[column].tolist(), dtype="string")
+        return frame
 
     # ---- random effects ----------------------------------------------------------------------
     def _b_blocks(self) -> list[np.ndarray]:
