@@ -44,7 +44,13 @@ class TermDesign:
     codes: np.ndarray  # level index of each observation
     X: np.ndarray  # n x p_t
     columns: tuple[str, ...]
-    spec: object = field(repr=False, default=None)  # formulaic ModelSpec, to rebuild X_t for new data
+    spec: object = field(repr=False, default=None)  # formulaic ModelSpec; None for a random intercept
+
+    def model_matrix(self, data: pd.DataFrame) -> np.ndarray:
+        """X_t for other data (prediction)."""
+        if self.spec is None:
+            return np.ones((len(data), 1))
+        return self.spec.get_model_matrix(data).to_numpy(dtype=float)
 
     @property
     def group(self) -> str:
@@ -262,6 +268,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
     terms = []
     for t in parsed.random:
         codes, levels = factor_codes(frame, t.factors)
+        if t.expr.replace(" ", "") == "1":  # a random intercept: no need to ask formulaic
+            terms.append(TermDesign(t, levels, codes, np.ones((n, 1)), ("(Intercept)",), None))
+            continue
         Xt = _matrix(t.expr, frame)
         columns = tuple(_r_name(c) for c in Xt.columns)
         terms.append(TermDesign(t, levels, codes, Xt.to_numpy(dtype=float), columns, Xt.model_spec))

@@ -255,7 +255,7 @@ class LmerFit:
                 missing = [f for f in t.term.factors if f not in newdata.columns]
                 if missing:
                     raise ValueError(f"newdata lacks the grouping column(s) {missing}; add them or use re_form='~0'")
-                Xt = t.spec.get_model_matrix(newdata).to_numpy(dtype=float)
+                Xt = t.model_matrix(newdata)
                 labels = newdata[list(t.term.factors)].astype(str).agg(":".join, axis=1)
                 lookup = {level: i for i, level in enumerate(t.levels)}
                 idx = labels.map(lookup)

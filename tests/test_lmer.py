@@ -215,3 +215,10 @@ def test_profiled_criterion_equals_brute_force_likelihood(case, reml):
     ZL = Z @ Lam
     resid = design.y - design.X @ sol.beta - ZL @ sol.u
     np.testing.assert_allclose(ZL.T @ resid, sol.u, atol=1e-8 * (1 + np.abs(sol.u).max()))
+
+
+def test_predict_new_data_for_a_random_intercept():
+    fit = lmer("bright ~ 1 + (1 | operator)", book_data("pulp"))
+    new = pd.DataFrame({"operator": ["a", "someone new"]})
+    # operator a gets its BLUP (seed 001: 60.27806); an unseen operator the population mean 60.4
+    np.testing.assert_allclose(fit.predict(new), [60.27806, 60.4], atol=1e-5)
