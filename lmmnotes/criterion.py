@@ -41,6 +41,16 @@ from scipy.linalg.lapack import dpotrf, dtrtrs
 from .design import Design
 
 
+def _Zt_times(design: Design, v: np.ndarray, blocked: bool) -> np.ndarray:
+    """Z'v: per level (l, p) for a single term, else a flat (q,) vector."""
+    if blocked:
+        t = design.terms[0]
+        out = np.zeros((t.n_levels, t.p))
+        np.add.at(out, t.codes, t.X * v[:, None])
+        return out
+    return np.asarray(design.Z().T @ v)
+
+
 @dataclass(frozen=True)
 class CrossProducts:
     """Z'Z, Z'X, Z'y, X'X, X'y and y'y for a design.
@@ -71,25 +81,18 @@ class CrossProducts:
             np.add.at(ZtZ, codes, Xt[:, :, None] * Xt[:, None, :])
             ZtX = np.zeros((l, t.p, X.shape[1]))
             np.add.at(ZtX, codes, Xt[:, :, None] * X[:, None, :])
-            Zty = np.zeros((l, t.p))
-            np.add.at(Zty, codes, Xt * y[:, None])
             blocked = True
         else:
             Z = design.Z()
             ZtZ = (Z.T @ Z).toarray()
             ZtX = np.asarray(Z.T @ X)
-            Zty = np.asarray(Z.T @ y)
             blocked = False
+        Zty = _Zt_times(design, y, blocked)
         return cls(blocked, ZtZ, ZtX, Zty, X.T @ X, X.T @ y, float(y @ y), len(y), X.shape[1])
 
     def with_response(self, design: Design, y: np.ndarray) -> "CrossProducts":
         """The same cross-products for a new response: only Z'y, X'y and y'y change."""
-        if self.blocked:
-            t = design.terms[0]
-            Zty = np.zeros((t.n_levels, t.p))
-            np.add.at(Zty, t.codes, t.X * y[:, None])
-        else:
-            Zty = np.asarray(design.Z().T @ y)
+        Zty = _Zt_times(design, y, self.blocked)
         return CrossProducts(self.blocked, self.ZtZ, self.ZtX, Zty, self.XtX, design.X.T @ y, float(y @ y), self.n, self.p)
 
 
@@ -199,6 +202,7 @@ def pls(theta: np.ndarray, design: Design, cp: CrossProducts) -> PlsSolution:
 
 
 def _criterion(f: "_Factor | PlsSolution", n: int, p: int, reml: bool) -> float:
+    """d(theta) or d_R(theta) from the log-determinants and r^2 (module docstring)."""
     if reml:
         dof = n - p
         return f.logdet_L2 + f.logdet_RX2 + dof * (1.0 + np.log(2.0 * np.pi * f.r2 / dof))

@@ -347,7 +347,6 @@ def _summary_text(fit: LmerFit, brief: bool = False) -> str:
         lines += ["", "Scaled residuals:", "     Min       1Q   Median       3Q      Max",
                   " ".join(f"{v:8.4f}" for v in q)]
     lines += ["", "Random effects:"]
-    vc = fit.varcorr
     table = []
     for name, cov in fit.covariances().items():
         sd = np.sqrt(np.diag(cov.to_numpy()))
@@ -369,5 +368,4 @@ def _summary_text(fit: LmerFit, brief: bool = False) -> str:
         lines += ["", "boundary (singular) fit: some variance is estimated as 0 or a correlation as +/-1"]
     if not fit.converged:
         lines += ["", f"warning: the optimizer did not report convergence ({fit.message})"]
-    del vc
     return "\n".join(lines)
