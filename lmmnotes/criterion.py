@@ -26,6 +26,19 @@ The profiled deviance (ML) and REML criterion are
     d(\theta) = \log|L_\theta|^2 + n\left[1 + \log\frac{2\pi r^2(\theta)}{n}\right], \qquad
     d_R(\theta) = \log|L_\theta|^2 + \log|R_X|^2 + (n-p)\left[1 + \log\frac{2\pi r^2(\theta)}{n-p}\right].
 
+The gradient (:func:`criterion_and_gradient`) needs no more than the same factorization. With
+:math:`A = L_\theta L_\theta^\top` and :math:`E_i = \partial\Lambda/\partial\theta_i` (the
+positions that hold :math:`\theta_i`), by the envelope theorem for the penalized least squares
+problem and Jacobi's formula,
+
+.. math::
+    \frac{\partial r^2}{\partial\theta_i} = -2\,(Z^\top e)^\top E_i \tilde u, \quad
+    \frac{\partial \log|A|}{\partial\theta_i} = 2\operatorname{tr}(E_i^\top Z^\top Z\Lambda A^{-1}), \quad
+    \frac{\partial \log|R_X|^2}{\partial\theta_i} = -2\operatorname{tr}(E_i^\top W (R_X^\top R_X)^{-1} W^\top\Lambda),
+
+with :math:`e = y - X\hat\beta - Z\Lambda\tilde u` and :math:`W = Z^\top X - Z^\top Z\Lambda A^{-1}\Lambda^\top Z^\top X`
+(:math:`= Z^\top V^{-1} X` for :math:`V = I + Z\Lambda\Lambda^\top Z^\top`).
+
 Only cross-products of ``[Z X y]`` are needed, computed once in :class:`CrossProducts`; no
 n x n matrix is ever formed. With one random-effects term, :math:`Z^\top Z` is block diagonal
 (one :math:`p \times p` block per level) and every step is a batch of tiny dense operations.
@@ -218,3 +231,54 @@ def profiled_criterion(theta: np.ndarray, design: Design, cp: CrossProducts, rem
     """The objective minimized over theta: d_R(theta) if ``reml`` else d(theta)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     return float(_criterion(_factorize(theta, design, cp), cp.n, cp.p, reml))
+
+
+def _pattern_sum(M: np.ndarray, design: Design, blocked: bool) -> np.ndarray:
+    """tr(E_i' M) for every theta_i: the sum of M over the positions of Lambda that hold theta_i.
+
+    ``M`` is (l, p, p) level blocks for a single term, else a dense (q, q) matrix.
+    """
+    if blocked:
+        rows, cols = design.terms[0]._lower
+        return M.sum(axis=0)[rows, cols]
+    rows, cols, which = design.lambda_index
+    return np.bincount(which, weights=M[rows, cols], minlength=len(design.theta_lower))
+
+
+def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> tuple[float, np.ndarray]:
+    """The profiled criterion and its gradient in theta (formulas in the module docstring)."""
+    theta = np.atleast_1d(np.asarray(theta, dtype=float))
+    f = _factorize(theta, design, cp)
+    beta = dtrtrs(f.R_X, f.c_beta, lower=0)[0]
+    rhs = f.cu - f.RZX @ beta
+    R_inv = dtrtrs(f.R_X, np.eye(cp.p), lower=0)[0]
+    Phi = R_inv @ R_inv.T  # (R_X' R_X)^{-1}
+    if cp.blocked:
+        T = design.terms[0].template(theta)
+        l, pt = f.L.shape[0], f.L.shape[1]
+        u = _solve_blocks(f.L, rhs.reshape(l, pt, 1), transpose=True)[:, :, 0]
+        L_inv = np.linalg.inv(f.L)
+        A_inv = np.swapaxes(L_inv, 1, 2) @ L_inv
+        M = cp.ZtZ @ T @ A_inv  # Z'Z Lambda A^{-1}, level by level
+        Zte = cp.Zty - cp.ZtX @ beta - (cp.ZtZ @ (u @ T.T)[:, :, None])[:, :, 0]
+        d_r2 = -2.0 * _pattern_sum(Zte[:, :, None] * u[:, None, :], design, True)
+        d_logdet = 2.0 * _pattern_sum(M, design, True)
+        if reml:
+            W = cp.ZtX - M @ T.T @ cp.ZtX
+            d_logdet_RX = -2.0 * _pattern_sum(W @ Phi @ np.swapaxes(W, 1, 2) @ T, design, True)
+    else:
+        Lam = _lambda_dense(theta, design)
+        u = dtrtrs(f.L, rhs, lower=1, trans=1)[0]
+        L_inv = dtrtrs(f.L, np.eye(design.q), lower=1)[0]
+        M = cp.ZtZ @ Lam @ (L_inv.T @ L_inv)
+        Zte = cp.Zty - cp.ZtX @ beta - cp.ZtZ @ (Lam @ u)
+        d_r2 = -2.0 * _pattern_sum(np.outer(Zte, u), design, False)
+        d_logdet = 2.0 * _pattern_sum(M, design, False)
+        if reml:
+            W = cp.ZtX - M @ Lam.T @ cp.ZtX
+            d_logdet_RX = -2.0 * _pattern_sum(W @ Phi @ W.T @ Lam, design, False)
+    dof = cp.n - cp.p if reml else cp.n
+    gradient = d_logdet + dof * d_r2 / f.r2
+    if reml:
+        gradient = gradient + d_logdet_RX
+    return float(_criterion(f, cp.n, cp.p, reml)), gradient

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 
-from .criterion import CrossProducts, profiled_criterion
+from .criterion import CrossProducts, criterion_and_gradient, profiled_criterion
 from .design import Design, build_design
 from .formula import parse_formula
 from .results import LmerFit
@@ -44,12 +44,18 @@ def _minimize_scalar(f, start: float, lower: float) -> tuple[float, float, bool,
     return float(result.x), float(result.fun), bool(result.success), str(result.message), n + int(result.nfev)
 
 
+def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray, bounds: list):
+    return minimize(criterion_and_gradient, start, args=(design, cp, reml), jac=True, method="L-BFGS-B",
+                    bounds=bounds, options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 2000})
+
+
 def optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray | None = None) -> OptimizerResult:
     """Minimize the profiled criterion over theta, from ``start`` (default: lme4's T_t = I).
 
-    One parameter: bounded Brent (scipy.optimize.minimize_scalar). Several: bounded
-    Nelder-Mead, derivative-free like lme4's BOBYQA, run to a tight tolerance so that the
-    log-likelihood matches lme4's to 1e-6 or better.
+    One parameter: bounded Brent (scipy.optimize.minimize_scalar). Several: L-BFGS-B with the
+    analytic gradient (``criterion.criterion_and_gradient``) and the bounds theta >= 0 on the
+    diagonal of each template; a stop on the boundary is checked by probing inside.
+    Tolerances are tight so that the log-likelihood matches lme4's to 1e-6 or better.
     """
     lower = design.theta_lower
     start = design.theta_start if start is None else np.maximum(np.asarray(start, dtype=float), lower)
@@ -61,8 +67,26 @@ def optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.ndar
         x, fun, ok, message, nfev = _minimize_scalar(criterion, float(start[0]), float(lower[0]))
         return OptimizerResult(np.array([x]), fun, ok, message, nfev)
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    result = minimize(criterion, start, method="Nelder-Mead", bounds=bounds,
-                      options={"xatol": 1e-9, "fatol": 1e-12, "maxfev": 200 * (len(start) + 1) ** 2})
+    result = _lbfgsb(design, cp, reml, start, bounds)
+    for _ in range(3):
+        # Near 0 the criterion depends on a diagonal theta only through its square, so the
+        # gradient vanishes on the boundary and L-BFGS-B can stop there after an overshooting
+        # step. Probe inside along each such coordinate and restart when the criterion drops.
+        on_boundary = np.flatnonzero((lower == 0) & (result.x < 1e-4))
+        best_x, best_f = result.x, result.fun
+        for j in on_boundary:
+            for delta in (1e-3, 1e-2, 1e-1, 1.0):
+                x = result.x.copy()
+                x[j] = delta
+                value = criterion(x)
+                if value < best_f - 1e-10:
+                    best_x, best_f = x, value
+        if best_x is result.x:
+            break
+        again = _lbfgsb(design, cp, reml, best_x, bounds)
+        if again.fun >= result.fun:
+            break
+        result = again
     return OptimizerResult(np.asarray(result.x, dtype=float), float(result.fun), bool(result.success),
                            str(result.message), int(result.nfev))
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from lmmnotes import DataError, FormulaError, lmer
-from lmmnotes.criterion import CrossProducts, pls, profiled_criterion
+from lmmnotes.criterion import CrossProducts, criterion_and_gradient, pls, profiled_criterion
 from lmmnotes.design import build_design
 from lmmnotes.formula import parse_formula
 
@@ -215,6 +215,12 @@ def test_profiled_criterion_equals_brute_force_likelihood(case, reml):
     ZL = Z @ Lam
     resid = design.y - design.X @ sol.beta - ZL @ sol.u
     np.testing.assert_allclose(ZL.T @ resid, sol.u, atol=1e-8 * (1 + np.abs(sol.u).max()))
+    # the analytic gradient equals central differences of the brute-force criterion
+    _, gradient = criterion_and_gradient(theta, design, cp, reml)
+    h = 1e-5
+    numeric = [(brute_force_criterion(design, theta + h * e, reml) - brute_force_criterion(design, theta - h * e, reml))
+               / (2 * h) for e in np.eye(len(theta))]
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-5)
 
 
 def test_predict_new_data_for_a_random_intercept():
