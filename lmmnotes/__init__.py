@@ -6,14 +6,26 @@ Modules, in the order the book introduces them:
 - ``anova``: method-of-moments (ANOVA) estimators of variance components;
 - ``formula``, ``design``, ``criterion``, ``fit``, ``results``: the lmer pipeline,
   formula -> design matrices -> profiled criterion -> optimizer -> fitted model;
+- ``bootstrap``: parametric bootstrap (``bootstrap``, the likelihood-ratio test ``lrt``);
+- ``intervals``: ``confint`` by profile likelihood, bootstrap or Wald;
+- ``rlrt``: the exact restricted likelihood-ratio test of a variance component;
+- ``kenward_roger``: Kenward-Roger F tests for fixed effects;
+- ``prediction``: bootstrap prediction intervals for new observations;
+- ``plots``: caterpillar plots and residual diagnostics;
 - ``checks``: the input checks and the ``DataError`` they raise.
 """
 
 from . import anova, datasets
+from .bootstrap import bootstrap, lrt
 from .checks import DataError
 from .fit import lmer
 from .formula import FormulaError
+from .intervals import confint
+from .kenward_roger import kenward_roger, vcov_adjusted
+from .prediction import prediction_interval
 from .results import LmerFit
+from .rlrt import exact_rlrt
 
-__all__ = ["anova", "datasets", "lmer", "LmerFit", "DataError", "FormulaError"]
-__version__ = "0.1.0"
+__all__ = ["anova", "datasets", "lmer", "LmerFit", "DataError", "FormulaError", "bootstrap", "lrt", "confint",
+           "exact_rlrt", "kenward_roger", "vcov_adjusted", "prediction_interval"]
+__version__ = "0.2.0"

@@ -152,6 +152,11 @@ def _solve_blocks(L: np.ndarray, B: np.ndarray, transpose: bool = False) -> np.n
     return x
 
 
+def _trsolve(R: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
+    """Triangular solve by LAPACK; an empty system (no fixed effects) has an empty solution."""
+    return dtrtrs(R, b, **kwargs)[0] if R.size else np.zeros_like(b)
+
+
 def _lambda_dense(theta: np.ndarray, design: Design) -> np.ndarray:
     """Lambda_theta as a dense q x q array, filled through the index map ``design.lambda_index``."""
     rows, cols, which = design.lambda_index
@@ -182,7 +187,7 @@ def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
         L = _cholesky_blocks(A)
         logdet_L2 = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum()
         cu = _solve_blocks(L, (cp.Zty @ T)[:, :, None]).ravel()
-        RZX = _solve_blocks(L, T.T @ cp.ZtX).reshape(-1, cp.p)
+        RZX = _solve_blocks(L, T.T @ cp.ZtX).reshape(L.shape[0] * L.shape[1], cp.p)
     else:
         Lam = _lambda_dense(theta, design)
         A = Lam.T @ cp.ZtZ @ Lam + np.eye(design.q)
@@ -192,10 +197,10 @@ def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
         logdet_L2 = 2.0 * np.log(np.diag(L)).sum()
         cu = dtrtrs(L, Lam.T @ cp.Zty, lower=1)[0]
         RZX = dtrtrs(L, Lam.T @ cp.ZtX, lower=1)[0]
-    R_X, info = dpotrf(cp.XtX - RZX.T @ RZX, lower=0, clean=1)
+    R_X, info = dpotrf(cp.XtX - RZX.T @ RZX, lower=0, clean=1) if cp.p else (np.zeros((0, 0)), 0)
     if info != 0:
         raise np.linalg.LinAlgError("X'X - R_ZX'R_ZX is not positive definite: X is rank deficient")
-    c_beta = dtrtrs(R_X, cp.Xty - RZX.T @ cu, lower=0, trans=1)[0]
+    c_beta = _trsolve(R_X, cp.Xty - RZX.T @ cu, lower=0, trans=1)
     r2 = max(cp.yty - cu @ cu - c_beta @ c_beta, np.finfo(float).tiny)
     logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
     return _Factor(L, RZX, R_X, cu, c_beta, float(logdet_L2), float(logdet_RX2), float(r2))
@@ -205,7 +210,7 @@ def pls(theta: np.ndarray, design: Design, cp: CrossProducts) -> PlsSolution:
     """Solve the penalized least squares problem for ``theta``: beta-hat and u-tilde (module docstring)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     f = _factorize(theta, design, cp)
-    beta = dtrtrs(f.R_X, f.c_beta, lower=0)[0]
+    beta = _trsolve(f.R_X, f.c_beta, lower=0)
     rhs = f.cu - f.RZX @ beta
     if cp.blocked:
         u = _solve_blocks(f.L, rhs.reshape(f.L.shape[0], -1, 1), transpose=True).ravel()
@@ -249,9 +254,9 @@ def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts,
     """The profiled criterion and its gradient in theta (formulas in the module docstring)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     f = _factorize(theta, design, cp)
-    beta = dtrtrs(f.R_X, f.c_beta, lower=0)[0]
+    beta = _trsolve(f.R_X, f.c_beta, lower=0)
     rhs = f.cu - f.RZX @ beta
-    R_inv = dtrtrs(f.R_X, np.eye(cp.p), lower=0)[0]
+    R_inv = _trsolve(f.R_X, np.eye(cp.p), lower=0)
     Phi = R_inv @ R_inv.T  # (R_X' R_X)^{-1}
     if cp.blocked:
         T = design.terms[0].template(theta)

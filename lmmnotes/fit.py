@@ -41,7 +41,11 @@ def _minimize_scalar(f, start: float, lower: float) -> tuple[float, float, bool,
         f_prev, hi = f_hi, 2.0 * hi
     result = minimize_scalar(lambda x: f(np.array([x])), bounds=(lower, hi), method="bounded",
                              options={"xatol": 1e-10, "maxiter": 500})
-    return float(result.x), float(result.fun), bool(result.success), str(result.message), n + int(result.nfev)
+    x, fun = float(result.x), float(result.fun)
+    at_bound = f(np.array([lower]))  # Brent never evaluates the bound itself: a boundary fit ends exactly there
+    if at_bound <= fun:
+        x, fun = lower, float(at_bound)
+    return x, fun, bool(result.success), str(result.message), n + int(result.nfev) + 1
 
 
 def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray, bounds: list):

@@ -247,22 +247,32 @@ class LmerFit:
             fixed = self.design.X @ self.solution.beta
             values = fixed if population else fixed + self._Zb()
             return pd.Series(values, index=self.design.row_index, name="predicted")
+        return pd.Series(self._predict_with(self.prediction_matrices(newdata, population)), index=newdata.index,
+                         name="predicted")
+
+    def prediction_matrices(self, newdata: pd.DataFrame, population: bool = False) -> tuple:
+        """X for ``newdata`` and, per term, (X_t, level row, level known) - reusable across refits."""
         X = self.design.fixed_spec.get_model_matrix(newdata).to_numpy(dtype=float)
         X = X[:, [list(self.design.fixed_spec.column_names).index(_formulaic_name(c)) for c in self.design.x_names]]
-        values = X @ self.solution.beta
+        terms = []
         if not population:
-            for t, b in zip(self.design.terms, self._b_blocks()):
+            for t in self.design.terms:
                 missing = [f for f in t.term.factors if f not in newdata.columns]
                 if missing:
                     raise ValueError(f"newdata lacks the grouping column(s) {missing}; add them or use re_form='~0'")
-                Xt = t.model_matrix(newdata)
                 labels = newdata[list(t.term.factors)].astype(str).agg(":".join, axis=1)
-                lookup = {level: i for i, level in enumerate(t.levels)}
-                idx = labels.map(lookup)
+                idx = labels.map({level: i for i, level in enumerate(t.levels)})
                 known = idx.notna().to_numpy()
-                rows = np.where(known, idx.fillna(0).to_numpy(dtype=int), 0)
-                values = values + np.where(known, np.sum(Xt * b[rows], axis=1), 0.0)
-        return pd.Series(values, index=newdata.index, name="predicted")
+                terms.append((t.model_matrix(newdata), np.where(known, idx.fillna(0).to_numpy(dtype=int), 0), known))
+        return X, terms
+
+    def _predict_with(self, matrices: tuple) -> np.ndarray:
+        """X beta + Z b for prepared prediction matrices; new levels get random effects of 0."""
+        X, terms = matrices
+        values = X @ self.solution.beta
+        for (Xt, rows, known), b in zip(terms, self._b_blocks()):
+            values = values + np.where(known, np.sum(Xt * b[rows], axis=1), 0.0)
+        return values
 
     # ---- simulation and refitting -------------------------------------------------------------
     def simulate(self, nsim: int = 1, seed: int | np.random.Generator | None = None, use_u: bool = False) -> pd.DataFrame:

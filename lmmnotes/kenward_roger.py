@@ -1,0 +1,200 @@
+r"""Kenward-Roger F tests for fixed effects (Kenward and Roger 1997; R's pbkrtest::KRmodcomp).
+
+Write the marginal covariance of a REML fit as :math:`\Sigma = \sum_i \gamma_i G_i`, one term for
+each distinct entry of each random-effects covariance matrix (:math:`G_i = Z_t (I \otimes S_i) Z_t^\top`,
+:math:`S_i` the symmetric unit matrix of that entry) and one for the residual variance
+(:math:`G = I`). With :math:`\Phi = (X^\top\Sigma^{-1}X)^{-1}` and
+
+.. math::
+    P_i = -X^\top\Sigma^{-1}G_i\Sigma^{-1}X, \qquad
+    Q_{ij} = X^\top\Sigma^{-1}G_i\Sigma^{-1}G_j\Sigma^{-1}X, \qquad
+    W = 2\,\mathcal{I}^{-1},\quad
+    \mathcal{I}_{ij} = \operatorname{tr}(\Sigma^{-1}G_i\Sigma^{-1}G_j) - 2\operatorname{tr}(\Phi Q_{ij})
+        + \operatorname{tr}(\Phi P_i \Phi P_j),
+
+the small-sample adjusted covariance of :math:`\hat\beta` is
+:math:`\Phi_A = \Phi + 2\Phi\,\bigl[\sum_{ij} W_{ij}(Q_{ij} - P_i\Phi P_j)\bigr]\Phi`.
+For :math:`H_0: L\beta = 0` with :math:`L` of rank :math:`q`, the statistic
+:math:`F = \hat\beta^\top L^\top (L\Phi_A L^\top)^{-1} L\hat\beta / q` is scaled by :math:`\lambda`
+and referred to :math:`F(q, m)`, where :math:`\lambda` and :math:`m` match the first two moments
+(``_moment_matching``, following pbkrtest).
+
+All the :math:`n \times n` quantities are reduced to :math:`q \times q` ones by the Woodbury identity
+:math:`\Sigma^{-1} = \sigma^{-2}(I - Z M Z^\top)`, :math:`M = \Lambda (\Lambda^\top Z^\top Z\Lambda + I)^{-1}\Lambda^\top`,
+so no :math:`n \times n` matrix is formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.sparse as sp
+from scipy import stats
+
+from .fit import optimize_theta
+from .results import LmerFit
+
+
+@dataclass(frozen=True)
+class KenwardRogerTest:
+    """The Kenward-Roger F test of a smaller fixed-effects structure against a larger one."""
+
+    statistic: float  # the scaled F statistic, lambda * F
+    ndf: int
+    ddf: float
+    scaling: float  # lambda
+    p_value: float
+    unscaled: float  # F before scaling
+
+    def __str__(self) -> str:
+        return (f"Kenward-Roger F = {self.statistic:.4f} on ({self.ndf}, {self.ddf:.2f}) df, "
+                f"p = {self.p_value:.4f} (scaling {self.scaling:.4f})")
+
+
+def _reml_fit(fit: LmerFit) -> LmerFit:
+    if fit.reml:
+        return fit
+    opt = optimize_theta(fit.design, fit.cross_products, True, fit.theta)
+    return LmerFit.from_theta(fit.design, fit.cross_products, True, opt.theta, converged=opt.converged, message=opt.message)
+
+
+def _variance_patterns(fit: LmerFit) -> list[sp.csr_matrix]:
+    """The q x q matrices I (x) S_i of each distinct entry of each term's covariance matrix."""
+    patterns, offset = [], 0
+    q = fit.design.q
+    for t in fit.design.terms:
+        base = offset + t.p * np.arange(t.n_levels)
+        for r, c in zip(*t._lower):
+            rows = np.concatenate([base + r, base + c]) if r != c else base + r
+            cols = np.concatenate([base + c, base + r]) if r != c else base + c
+            patterns.append(sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(q, q)))
+        offset += t.n_levels * t.p
+    return patterns
+
+
+def _kr_pieces(fit: LmerFit) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+    """Phi, the P_i, W and Phi_A of the module docstring (the last G_i is the residual's identity)."""
+    d = fit.design
+    Z = d.Z()
+    X = d.X
+    n = d.nobs
+    s2 = fit.sigma**2
+    ZtZ = (Z.T @ Z).toarray()
+    ZtX = np.asarray(Z.T @ X)
+    Lam = d.Lambda(fit.theta).toarray()
+    A = Lam.T @ ZtZ @ Lam + np.eye(d.q)
+    M = Lam @ scipy.linalg.solve(A, Lam.T, assume_a="pos")
+    F = np.eye(d.q) - M @ ZtZ  # Sigma^{-1} Z = Z F / sigma^2
+    N = M @ ZtX  # Sigma^{-1} X = (X - Z N) / sigma^2
+    ZtR = ZtX - ZtZ @ N  # Z'(X - Z N)
+    C = ZtZ @ F / s2  # Z' Sigma^-1 Z
+    D = ZtR / s2  # Z' Sigma^-1 X
+    RtR = X.T @ X - ZtX.T @ N - N.T @ ZtX + N.T @ ZtZ @ N  # (X - Z N)'(X - Z N)
+    D2 = F.T @ ZtR / s2**2  # Z' Sigma^-2 X
+    ZS2Z = F.T @ ZtZ @ F / s2**2  # Z' Sigma^-2 Z
+    XS2X = RtR / s2**2  # X' Sigma^-2 X
+    XS3X = (RtR - ZtR.T @ M @ ZtR) / s2**3  # X' Sigma^-3 X
+    MZ = M @ ZtZ
+    trS2 = (n - 2.0 * np.trace(MZ) + np.sum(MZ * MZ.T)) / s2**2  # tr(Sigma^-2)
+    Phi = fit.vcov.to_numpy()
+
+    E = _variance_patterns(fit)
+    k = len(E) + 1  # plus the residual variance
+    P = [-(D.T @ (Ei @ D)) for Ei in E] + [-XS2X]
+    EC = [np.asarray(Ei @ C) for Ei in E]
+    ECD = [np.asarray(Ei @ D) for Ei in E]
+    Q = np.empty((k, k), dtype=object)
+    K = np.empty((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            if j < k - 1:  # two random-effect entries
+                Q[i, j] = D.T @ EC[i] @ ECD[j]
+                K[i, j] = np.sum(EC[i] * EC[j].T)  # tr(E_i C E_j C)
+            elif i < k - 1:  # entry i and the residual
+                Q[i, j] = D.T @ (E[i] @ D2)
+                K[i, j] = float(E[i].multiply(ZS2Z).sum())  # tr(E_i Z' Sigma^-2 Z), E_i symmetric
+            else:
+                Q[i, j] = XS3X
+                K[i, j] = trS2
+            Q[j, i] = Q[i, j].T
+            K[j, i] = K[i, j]
+    info = np.empty((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            info[i, j] = info[j, i] = K[i, j] - 2.0 * np.sum(Phi * Q[i, j].T) + np.sum((Phi @ P[i]) * (Phi @ P[j]).T)
+    W = 2.0 * (np.linalg.inv(info) if np.min(np.abs(np.linalg.eigvalsh(info))) > 1e-10 else np.linalg.pinv(info))
+    U = sum(W[i, j] * (Q[i, j] - P[i] @ Phi @ P[j]) for i in range(k) for j in range(k))
+    Phi_A = Phi + 2.0 * Phi @ U @ Phi
+    return Phi, P, W, Phi_A
+
+
+def vcov_adjusted(fit: LmerFit) -> pd.DataFrame:
+    """The Kenward-Roger adjusted covariance matrix Phi_A of the fixed effects (pbkrtest's vcovAdj)."""
+    fit = _reml_fit(fit)
+    Phi_A = _kr_pieces(fit)[3]
+    names = list(fit.design.x_names)
+    return pd.DataFrame(0.5 * (Phi_A + Phi_A.T), index=names, columns=names)
+
+
+def restriction_matrix(large: LmerFit, small_X: np.ndarray) -> np.ndarray:
+    """L with L beta = 0 exactly when X beta lies in the column space of the smaller model's X."""
+    X = large.design.X
+    B0, *_ = np.linalg.lstsq(X, small_X, rcond=None)  # small model's columns in the large model's coefficients
+    if np.abs(X @ B0 - small_X).max() > 1e-8 * max(1.0, np.abs(small_X).max()):
+        raise ValueError("the models are not nested: the smaller model's fixed effects are not contained in "
+                         "the larger model's")
+    rank = np.linalg.matrix_rank(B0) if B0.size else 0
+    if rank >= X.shape[1]:
+        raise ValueError("the two models have the same fixed effects; there is nothing to test")
+    return scipy.linalg.null_space(B0.T).T if rank else np.eye(X.shape[1])
+
+
+def _moment_matching(Phi: np.ndarray, P: list[np.ndarray], W: np.ndarray, L: np.ndarray) -> tuple[float, float, float]:
+    """pbkrtest's approximation: scaling lambda, denominator df m, and A2 (Kenward and Roger 1997, sec. 4)."""
+    q = L.shape[0]
+    Theta = L.T @ np.linalg.solve(L @ Phi @ L.T, L)
+    u = [Theta @ Phi @ Pi @ Phi for Pi in P]
+    A1 = sum(W[i, j] * np.trace(u[i]) * np.trace(u[j]) for i in range(len(P)) for j in range(len(P)))
+    A2 = sum(W[i, j] * np.sum(u[i] * u[j].T) for i in range(len(P)) for j in range(len(P)))
+    B = (A1 + 6.0 * A2) / (2.0 * q)
+    g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
+    denom = 3 * q + 2 * (1 - g)
+    c1, c2, c3 = g / denom, (q - g) / denom, (q + 2 - g) / denom
+    V0 = 1 + c1 * B
+    V0 = 0.0 if abs(V0) < 1e-10 else V0
+    V1, V2 = 1 - c2 * B, 1 - c3 * B
+    rho = (1.0 / q) * ((1 - A2 / q) / V1) ** 2 * V0 / V2
+    m = 4 + (q + 2) / (q * rho - 1)
+    scaling = 1.0 if abs(m - 2) < 1e-2 else m * (1 - A2 / q) / (m - 2)
+    return scaling, m, A2
+
+
+def kenward_roger(large: LmerFit, small) -> KenwardRogerTest:
+    """Kenward-Roger F test of the fixed effects of ``large`` against those of ``small``.
+
+    Parameters
+    ----------
+    large : the larger model (fitted by REML; an ML fit is refitted by REML first).
+    small : the smaller model with the same random effects, fitted to the same data (an
+        ``LmerFit``), or directly the restriction matrix L (rows: linear combinations of the
+        larger model's fixed effects that are 0 under the null).
+    """
+    if isinstance(small, LmerFit):
+        if small.nobs != large.nobs or not np.allclose(small.design.y, large.design.y):
+            raise ValueError("the two models were fitted to different data; fit both to the same rows")
+        L = restriction_matrix(large, small.design.X)
+    else:
+        L = np.atleast_2d(np.asarray(small, dtype=float))
+        if L.shape[1] != len(large.design.x_names):
+            raise ValueError(f"L must have one column per fixed effect ({len(large.design.x_names)}), got {L.shape[1]}")
+    fit = _reml_fit(large)
+    Phi, P, W, Phi_A = _kr_pieces(fit)
+    q = np.linalg.matrix_rank(L)
+    Lb = L @ fit.solution.beta
+    F = float(Lb @ np.linalg.solve(L @ Phi_A @ L.T, Lb)) / q
+    scaling, m, _ = _moment_matching(Phi, P, W, L)
+    statistic = scaling * F
+    return KenwardRogerTest(statistic, int(q), float(m), float(scaling), float(stats.f.sf(statistic, q, m)), F)

@@ -1,0 +1,87 @@
+"""Figures for fitted models: caterpillar plots of the random effects and residual diagnostics.
+
+Every function draws on matplotlib axes (new ones unless ``ax`` is given) and returns the axes,
+so a notebook can adjust them and end the cell with ``plt.show()``.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats
+
+from .results import LmerFit
+
+
+def caterpillar(fit: LmerFit, group: str | None = None, term: str | None = None, level: float = 0.95, ax=None):
+    """Conditional modes of one grouping factor's random effects with conditional intervals.
+
+    The interval for level g is the mode +- z * conditional SD, the SD of
+    sigma^2 Lambda (L L')^{-1} Lambda' (conditional on the estimates, as lme4's ``condVar``).
+    Levels are sorted by their mode. ``group`` defaults to the first grouping factor and
+    ``term`` to the first column of its random effects (e.g. "(Intercept)").
+    """
+    effects = fit.ranef(condvar=True)
+    group = group if group is not None else next(iter(effects))
+    if group not in effects:
+        raise ValueError(f"no grouping factor {group!r}; the model has {list(effects)}")
+    frame = effects[group]
+    term = term if term is not None else frame.columns[0]
+    if term not in frame.columns:
+        raise ValueError(f"no random effect {term!r} for {group!r}; choose one of {[c for c in frame.columns if not c.startswith('condsd_')]}")
+    z = stats.norm.ppf(0.5 + level / 2.0)
+    frame = frame.sort_values(term)
+    mode, sd = frame[term].to_numpy(), frame[f"condsd_{term}"].to_numpy()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, max(2.0, 0.25 * len(frame) + 1)), layout="constrained")
+    position = np.arange(len(frame))
+    ax.errorbar(mode, position, xerr=z * sd, fmt="o", color="C0", ecolor="C0", capsize=2, markersize=4)
+    ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(position, [str(i) for i in frame.index])
+    ax.set_xlabel(f"conditional mode of {term} ({100 * level:.0f}% interval)")
+    ax.set_ylabel(group)
+    return ax
+
+
+def residual_plots(fit: LmerFit, level: str = "observation", axes=None):
+    """Residuals against fitted values and a normal QQ plot.
+
+    ``level="observation"``: the conditional residuals y - X beta - Z b against the fitted
+    values. ``level="group"``: the conditional modes of each grouping factor's random
+    effects (the group-level "residuals") against the group's mean fitted value, and their
+    QQ plot, standardized by their estimated standard deviation.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+    if level == "observation":
+        fitted, resid = fit.fitted().to_numpy(), fit.residuals().to_numpy()
+        axes[0].scatter(fitted, resid, s=12, alpha=0.7)
+        axes[0].axhline(0.0, color="grey", lw=0.8)
+        axes[0].set_xlabel("fitted value")
+        axes[0].set_ylabel("residual")
+        (osm, osr), (slope, intercept, _) = stats.probplot(resid / fit.sigma)
+        axes[1].scatter(osm, osr, s=12, alpha=0.7)
+        axes[1].plot(osm, slope * osm + intercept, color="grey", lw=0.8)
+        axes[1].set_xlabel("normal quantile")
+        axes[1].set_ylabel("residual / sigma")
+        return axes
+    if level == "group":
+        fitted = fit.fitted().to_numpy()
+        for k, (t, s, b) in enumerate(zip(fit.design.terms, fit.design.theta_slices, fit._b_blocks())):
+            mean_fitted = np.bincount(t.codes, weights=fitted) / np.bincount(t.codes)
+            T = t.template(fit.theta[s])
+            sd = fit.sigma * np.linalg.norm(T[0])  # SD of the term's first random effect
+            modes = b[:, 0]
+            axes[0].scatter(mean_fitted, modes, s=14, alpha=0.7, color=f"C{k}", label=f"{t.group}: {t.columns[0]}")
+            (osm, osr), _ = stats.probplot(modes / sd if sd > 0 else modes)
+            axes[1].scatter(osm, osr, s=14, alpha=0.7, color=f"C{k}")
+        axes[0].axhline(0.0, color="grey", lw=0.8)
+        axes[0].set_xlabel("mean fitted value of the group")
+        axes[0].set_ylabel("conditional mode")
+        axes[0].legend(fontsize="small")
+        lim = np.array(axes[1].get_xlim())
+        axes[1].plot(lim, lim, color="grey", lw=0.8)
+        axes[1].set_xlabel("normal quantile")
+        axes[1].set_ylabel("mode / estimated SD")
+        return axes
+    raise ValueError(f"level must be 'observation' or 'group', got {level!r}")
