@@ -32,6 +32,7 @@ from scipy import stats
 from .results import LmerFit
 
 ZERO_TOLERANCE = 1e-5  # a bootstrap LRT below this counts as zero (theta-hat on the boundary)
+CHUNK = 50  # responses are simulated in chunks of this size, whatever n_jobs, so a seed gives the same draws
 
 
 # ---- the general simulate / refit loop ----------------------------------------------------------
@@ -87,6 +88,9 @@ _WORKER: dict = {}  # set in each worker process by _start_worker, never in the 
 
 
 def _start_worker(*shared) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # one BLAS thread per worker: n_jobs processes must not share the cores n_jobs-fold
     _WORKER["shared"] = shared
 
 
@@ -139,7 +143,7 @@ def bootstrap(fit: LmerFit, statistic: Callable[[LmerFit], object], nsim: int = 
         raise ValueError(f"nsim must be a positive number of replicates, got {nsim}")
     observed = _as_series(statistic(fit))
     rng = np.random.default_rng(seed)
-    chunks = _chunks(nsim, 250)
+    chunks = _chunks(nsim, CHUNK)
     # all responses are drawn in the parent, chunk by chunk, so n_jobs does not change them
     responses = (fit.simulate(len(c), seed=rng, use_u=use_u).to_numpy() for c in chunks)
     values, failed = [], 0
@@ -367,8 +371,7 @@ def lrt(null, alt: LmerFit, nsim: int = 1000, seed=None, *, n_jobs: int = 1, pro
 
     rng = np.random.default_rng(seed)
     batched = (null_model.fit is None or _has_one_scalar_term(null_model.fit)) and _has_one_scalar_term(alt)
-    size = nsim if batched else 100
-    chunks = _chunks(nsim, size)
+    chunks = _chunks(nsim, nsim if batched else CHUNK)
     responses = (_simulate(null_model, len(c), rng) for c in chunks)
     if n_jobs == 1 or batched:
         parts = [_lrt_chunk(null_model, alt_model, Y) for Y in _progress(responses, len(chunks), progress, "LRT")]
