@@ -48,8 +48,8 @@ def residual_plots(fit: LmerFit, level: str = "observation", axes=None):
 
     ``level="observation"``: the conditional residuals y - X beta - Z b against the fitted
     values. ``level="group"``: the conditional modes of each grouping factor's random
-    effects (the group-level "residuals") against the group's mean fitted value, and their
-    QQ plot, standardized by their estimated standard deviation.
+    effects (the group-level "residuals") against the group's mean population-level
+    prediction X beta, and their QQ plot, standardized by their estimated standard deviation.
     """
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
@@ -66,7 +66,7 @@ def residual_plots(fit: LmerFit, level: str = "observation", axes=None):
         axes[1].set_ylabel("residual / sigma")
         return axes
     if level == "group":
-        fitted = fit.fitted().to_numpy()
+        fitted = fit.predict(re_form="~0").to_numpy()
         for k, (t, s, b) in enumerate(zip(fit.design.terms, fit.design.theta_slices, fit._b_blocks())):
             mean_fitted = np.bincount(t.codes, weights=fitted) / np.bincount(t.codes)
             T = t.template(fit.theta[s])
@@ -76,7 +76,7 @@ def residual_plots(fit: LmerFit, level: str = "observation", axes=None):
             (osm, osr), _ = stats.probplot(modes / sd if sd > 0 else modes)
             axes[1].scatter(osm, osr, s=14, alpha=0.7, color=f"C{k}")
         axes[0].axhline(0.0, color="grey", lw=0.8)
-        axes[0].set_xlabel("mean fitted value of the group")
+        axes[0].set_xlabel("mean population-level prediction of the group")
         axes[0].set_ylabel("conditional mode")
         axes[0].legend(fontsize="small")
         lim = np.array(axes[1].get_xlim())
