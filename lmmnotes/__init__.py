@@ -3,7 +3,8 @@
 Modules, in the order the book introduces them:
 
 - ``datasets``: the book's data sets (``load``, ``names``);
-- ``anova``: method-of-moments (ANOVA) estimators of variance components;
+- ``anova``: method-of-moments (ANOVA) estimators of variance components: one-way, balanced
+  nested designs of any depth, split plots;
 - ``formula``, ``design``, ``criterion``, ``fit``, ``results``: the lmer pipeline,
   formula -> design matrices -> profiled criterion -> optimizer -> fitted model;
 - ``bootstrap``: parametric bootstrap (``bootstrap``, the likelihood-ratio test ``lrt``);
@@ -12,6 +13,7 @@ Modules, in the order the book introduces them:
 - ``kenward_roger``: Kenward-Roger F tests for fixed effects;
 - ``prediction``: bootstrap prediction intervals for new observations;
 - ``plots``: caterpillar plots and residual diagnostics;
+- ``simulate``: data from a mixed model with a known truth (``simulate_design``);
 - ``checks``: the input checks and the ``DataError`` they raise.
 """
 
@@ -25,7 +27,9 @@ from .kenward_roger import kenward_roger, vcov_adjusted
 from .prediction import prediction_interval
 from .results import LmerFit
 from .rlrt import exact_rlrt
+from .simulate import SimulatedData, simulate_design
 
 __all__ = ["anova", "datasets", "lmer", "LmerFit", "DataError", "FormulaError", "bootstrap", "lrt", "confint",
-           "exact_rlrt", "kenward_roger", "vcov_adjusted", "prediction_interval"]
+           "exact_rlrt", "kenward_roger", "vcov_adjusted", "prediction_interval",
+           "simulate_design", "SimulatedData"]
 __version__ = "0.2.0"

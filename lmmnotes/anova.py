@@ -198,3 +198,202 @@ def prob_negative(icc: float | np.ndarray, a: int, n: int) -> float | np.ndarray
     gamma = icc / (1 - icc)
     result = stats.f.cdf(1 / (1 + n * gamma), a - 1, a * (n - 1))
     return float(result) if result.ndim == 0 else result
+
+
+# ---- balanced nested designs of any depth -----------------------------------------------------------
+@dataclass(frozen=True)
+class NestedAnova:
+    r"""ANOVA table and method-of-moments variance components of a balanced nested design.
+
+    For factors :math:`A_1 \supset A_2 \supset \dots \supset A_K` (each level of :math:`A_k`
+    inside one level of :math:`A_{k-1}`) and :math:`w_k` observations per level of :math:`A_k`,
+
+    .. math::  E(\mathrm{MS}_k) = \sigma^2 + \sum_{j \ge k} w_j \sigma_j^2, \qquad
+               \hat\sigma_k^2 = (\mathrm{MS}_k - \mathrm{MS}_{k+1}) / w_k,
+
+    with :math:`\mathrm{MS}_{K+1}` the residual mean square :math:`\hat\sigma^2`. Each F statistic
+    is a mean square over the one below it, the ratio whose expectation is 1 when
+    :math:`\sigma_k^2 = 0`.
+    """
+
+    response: str
+    factors: tuple[str, ...]  # the nested terms, outermost first, e.g. ("Lab", "Lab:Technician")
+    table: pd.DataFrame  # df, sum_sq, mean_sq, F, p_value, EMS for each term and the residual
+    components: pd.Series  # variance component estimates, the residual last
+    per_level: tuple[int, ...]  # w_k, observations per level of each factor
+    negative: tuple[str, ...]  # terms whose raw estimate was below zero
+
+    def __repr__(self) -> str:
+        note = f"\nnegative estimates: {', '.join(self.negative)}" if self.negative else ""
+        return (f"Nested ANOVA of {self.response!r}\n{self.table.round(6).to_string()}\n"
+                f"variance components:\n{self.components.round(6).to_string()}{note}")
+
+
+def _unit_codes(data: pd.DataFrame, factors: list[str]) -> list[np.ndarray]:
+    """Codes of the units at each depth: the level of a factor *within* all factors above it."""
+    return [data.groupby(factors[:k + 1], sort=True, observed=True).ngroup().to_numpy() for k in range(len(factors))]
+
+
+def nested(data: pd.DataFrame, response: str, factors: list[str], *, truncate: bool = False) -> NestedAnova:
+    """ANOVA (expected mean squares) estimates for a balanced nested design of any depth.
+
+    Parameters
+    ----------
+    data : DataFrame with the response and factor columns; not modified.
+    response : numeric response column.
+    factors : the nesting factors, outermost first, e.g. ``["Lab", "Technician", "Sample"]``.
+        Labels may repeat across parents (technician "one" in every lab): units are identified
+        by their whole path, so ``Technician`` means ``Lab:Technician``.
+    truncate : set negative variance estimates to 0.
+
+    The design must be balanced: the same number of units inside every unit of the level above,
+    and the same number of replicates in every unit of the last factor. Otherwise the mean
+    squares have no simple expectations; fit the model by REML with ``lmer`` instead.
+    """
+    require_frame(data)
+    factors = list(factors)
+    if not factors:
+        raise DataError("give at least one nesting factor, e.g. factors=['Lab', 'Technician']")
+    require_columns(data, [response, *factors])
+    require_numeric(data, response)
+    require_complete(data, [response, *factors])
+    y = data[response].to_numpy(dtype=float)
+    N = len(y)
+    codes = _unit_codes(data, factors)
+    names = [":".join(factors[:k + 1]) for k in range(len(factors))]
+    n_units = [int(c.max()) + 1 for c in codes]
+    # children per parent must be constant at every depth, and replicates per finest unit too
+    parents = [np.zeros(N, dtype=int)] + codes[:-1]
+    per_parent = []
+    for k, (parent, child) in enumerate(zip(parents, codes)):
+        pairs = pd.DataFrame({"parent": parent, "child": child}).drop_duplicates()
+        counts = pairs.groupby("parent").size()
+        if counts.nunique() != 1:
+            raise DataError(f"the design is unbalanced: the number of {factors[k]!r} levels differs between units of "
+                            f"{'the data' if k == 0 else names[k - 1]!r} ({sorted(counts.unique().tolist())}); "
+                            "expected mean squares need balanced data - fit the model by REML with lmmnotes.lmer")
+        if counts.iloc[0] < 2:
+            raise DataError(f"each unit of {'the data' if k == 0 else names[k - 1]!r} holds a single {factors[k]!r} level, "
+                            f"so {names[k]!r} cannot be separated from the level above; drop it from factors")
+        per_parent.append(int(counts.iloc[0]))
+    replicates = np.bincount(codes[-1])
+    if np.unique(replicates).size != 1:
+        raise DataError(f"the design is unbalanced: the units of {names[-1]!r} have {sorted(set(replicates.tolist()))} "
+                        "observations; expected mean squares need balanced data - fit by REML with lmmnotes.lmer")
+    if replicates[0] < 2:
+        raise DataError(f"each unit of {names[-1]!r} has a single observation, so its variance cannot be separated "
+                        "from the residual; drop the last factor")
+    per_level = [N // n for n in n_units]  # w_k
+    means = [np.bincount(c, weights=y) / np.bincount(c) for c in codes]
+    parent_means = [np.full(n_units[0], y.mean())] + means[:-1]
+    parent_of = [np.zeros(n_units[0], dtype=int)] + [
+        pd.Series(parents[k]).groupby(codes[k]).first().to_numpy() for k in range(1, len(factors))]
+    ss = [float(w * np.sum((m - pm[po]) ** 2)) for w, m, pm, po in zip(per_level, means, parent_means, parent_of)]
+    df = [n_units[0] - 1] + [n_units[k] - n_units[k - 1] for k in range(1, len(factors))]
+    ss_resid = float(np.sum((y - means[-1][codes[-1]]) ** 2))
+    df_resid = N - n_units[-1]
+    ms = [s / d for s, d in zip(ss, df)] + [ss_resid / df_resid]
+    below = ms[1:]
+    F = [m / b if b > 0 else np.inf for m, b in zip(ms[:-1], below)]
+    p = [float(stats.f.sf(f, d1, d2)) for f, d1, d2 in zip(F, df, df[1:] + [df_resid])]
+    raw = [(ms[k] - ms[k + 1]) / per_level[k] for k in range(len(factors))]
+    negative = tuple(n for n, v in zip(names, raw) if v < 0)
+    estimates = [max(v, 0.0) if truncate else v for v in raw] + [ms[-1]]
+    ems = [" + ".join(["sigma2"] + [f"{per_level[j]} sigma2[{names[j]}]" for j in range(len(factors) - 1, k - 1, -1)])
+           for k in range(len(factors))] + ["sigma2"]
+    table = pd.DataFrame({"df": df + [df_resid], "sum_sq": ss + [ss_resid], "mean_sq": ms, "F": F + [np.nan],
+                          "p_value": p + [np.nan], "EMS": ems}, index=pd.Index(names + ["Residual"], name="source"))
+    components = pd.Series(estimates, index=pd.Index(names + ["Residual"], name="component"), name="variance")
+    return NestedAnova(response, tuple(names), table, components, tuple(per_level), negative)
+
+
+# ---- the split-plot design ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SplitPlotAnova:
+    r"""The two-stratum ANOVA of a balanced split-plot design.
+
+    Whole-plot factor A (a levels) applied to whole plots, r whole plots per level of A; split-plot
+    factor B (b levels) applied within every whole plot, c observations per whole plot and level
+    of B (usually 1). The whole-plot stratum tests A against the whole-plot error (whole plots
+    within A); the within stratum tests B and A:B against the residual:
+
+    .. math::  E(\mathrm{MS}_{\text{whole-plot error}}) = \sigma^2 + bc\,\sigma_w^2, \qquad
+               E(\mathrm{MS}_{\text{residual}}) = \sigma^2,
+
+    so :math:`\hat\sigma_w^2 = (\mathrm{MS}_{\text{whole-plot error}} - \mathrm{MS}_{\text{residual}})/(bc)`.
+    """
+
+    response: str
+    table: pd.DataFrame  # stratum, df, sum_sq, mean_sq, F, p_value, error term
+    sigma2_whole_plot: float
+    sigma2_resid: float
+
+    def __repr__(self) -> str:
+        return (f"Split-plot ANOVA of {self.response!r}\n{self.table.round(5).to_string()}\n"
+                f"sigma2 whole plot = {self.sigma2_whole_plot:.5g}, sigma2 residual = {self.sigma2_resid:.5g}")
+
+
+def split_plot(data: pd.DataFrame, response: str, whole_plot_factor: str, split_plot_factor: str,
+               whole_plot: str) -> SplitPlotAnova:
+    """Split-plot ANOVA with its two error strata (balanced designs only).
+
+    Parameters
+    ----------
+    response : numeric response column (e.g. ``"yield"``).
+    whole_plot_factor : the factor applied to whole plots (e.g. ``"irrigation"``).
+    split_plot_factor : the factor applied within whole plots (e.g. ``"variety"``).
+    whole_plot : the column identifying the whole plots (e.g. ``"field"``).
+    """
+    require_frame(data)
+    A, B, W = whole_plot_factor, split_plot_factor, whole_plot
+    require_columns(data, [response, A, B, W])
+    require_numeric(data, response)
+    require_complete(data, [response, A, B, W])
+    if data.groupby(W, observed=True)[A].nunique().max() > 1:
+        raise DataError(f"some whole plots ({W!r}) receive more than one level of {A!r}: {A!r} must be applied to "
+                        "whole plots, each whole plot getting one level")
+    y = data[response].to_numpy(dtype=float)
+    a_codes = pd.factorize(data[A], sort=True)[0]
+    b_codes = pd.factorize(data[B], sort=True)[0]
+    w_codes = pd.factorize(data[W], sort=True)[0]
+    a, b, n_w = a_codes.max() + 1, b_codes.max() + 1, w_codes.max() + 1
+    plots_per_a = np.bincount(pd.Series(a_codes).groupby(w_codes).first().to_numpy(), minlength=a)
+    cells = np.bincount(w_codes * b + b_codes, minlength=n_w * b)
+    if np.unique(plots_per_a).size != 1 or np.unique(cells).size != 1 or cells[0] == 0:
+        raise DataError("the split-plot design is unbalanced (unequal numbers of whole plots per level of "
+                        f"{A!r}, or of observations per whole plot and level of {B!r}); "
+                        "fit the mixed model by REML with lmmnotes.lmer instead")
+    r, c = int(plots_per_a[0]), int(cells[0])
+    if r < 2:
+        raise DataError(f"each level of {A!r} has a single whole plot, so there is no whole-plot error to test it against")
+    N, grand = len(y), y.mean()
+
+    def means(codes: np.ndarray) -> np.ndarray:
+        return np.bincount(codes, weights=y) / np.bincount(codes)
+
+    mean_a, mean_b, mean_w = means(a_codes), means(b_codes), means(w_codes)
+    mean_ab = means(a_codes * b + b_codes).reshape(a, b)
+    a_of_w = pd.Series(a_codes).groupby(w_codes).first().to_numpy()
+    ss_a = r * b * c * np.sum((mean_a - grand) ** 2)
+    ss_w = b * c * np.sum((mean_w - mean_a[a_of_w]) ** 2)
+    ss_b = a * r * c * np.sum((mean_b - grand) ** 2)
+    ss_ab = r * c * np.sum((mean_ab - mean_a[:, None] - mean_b[None, :] + grand) ** 2)
+    ss_total = np.sum((y - grand) ** 2)
+    ss_res = ss_total - ss_a - ss_w - ss_b - ss_ab
+    df = {A: a - 1, W: a * (r - 1), B: b - 1, f"{A}:{B}": (a - 1) * (b - 1)}
+    df_res = N - 1 - sum(df.values())
+    ms = {A: ss_a / df[A], W: ss_w / df[W], B: ss_b / df[B], f"{A}:{B}": ss_ab / df[f"{A}:{B}"]}
+    ms_res = ss_res / df_res
+    F = {A: ms[A] / ms[W], B: ms[B] / ms_res, f"{A}:{B}": ms[f"{A}:{B}"] / ms_res}
+    p = {A: stats.f.sf(F[A], df[A], df[W]), B: stats.f.sf(F[B], df[B], df_res),
+         f"{A}:{B}": stats.f.sf(F[f"{A}:{B}"], df[f"{A}:{B}"], df_res)}
+    table = pd.DataFrame({
+        "stratum": [W, W, "within", "within", "within"],
+        "df": [df[A], df[W], df[B], df[f"{A}:{B}"], df_res],
+        "sum_sq": [ss_a, ss_w, ss_b, ss_ab, ss_res],
+        "mean_sq": [ms[A], ms[W], ms[B], ms[f"{A}:{B}"], ms_res],
+        "F": [F[A], np.nan, F[B], F[f"{A}:{B}"], np.nan],
+        "p_value": [p[A], np.nan, p[B], p[f"{A}:{B}"], np.nan],
+        "error": [f"{W} (whole-plot error)", "", "Residual", "Residual", ""],
+    }, index=pd.Index([A, f"{W} (whole-plot error)", B, f"{A}:{B}", "Residual"], name="source"))
+    return SplitPlotAnova(response, table, float((ms[W] - ms_res) / (b * c)), float(ms_res))

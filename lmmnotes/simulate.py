@@ -1,0 +1,111 @@
+r"""Simulating data from a linear mixed model with a known truth.
+
+Given a design (a data frame of factors and covariates), a formula and the parameters, draw
+
+.. math::
+    b_{t,g} \sim N(0, \Sigma_t) \text{ independently for every level } g \text{ of every term } t, \qquad
+    y = X\beta + \sum_t Z_t b_t + \varepsilon, \quad \varepsilon \sim N(0, \sigma^2 I).
+
+The same formula machinery as ``lmer`` builds :math:`X` and the :math:`Z_t`, so a simulated data
+set can be fitted back with the same formula and the estimates compared with the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .checks import DataError, require_frame
+from .design import build_design
+from .formula import parse_formula
+
+
+@dataclass(frozen=True)
+class SimulatedData:
+    """A simulated data set with the truth that generated it."""
+
+    data: pd.DataFrame  # the design with the simulated response added
+    fixef: pd.Series
+    covariances: dict[str, pd.DataFrame]  # Sigma_t for each term, keyed by its grouping factor
+    sigma: float
+    ranef: dict[str, pd.DataFrame] = field(repr=False)  # the random effects drawn, one row per level
+
+
+def _fixed_effects(names: list[str], fixef) -> np.ndarray:
+    if isinstance(fixef, dict | pd.Series):
+        given = dict(fixef)
+        missing = [n for n in names if n not in given]
+        extra = [n for n in given if n not in names]
+        if missing or extra:
+            raise DataError(f"fixef must give a value for each fixed effect of the model, {names}; "
+                            f"missing {missing}, not in the model {extra}")
+        return np.array([float(given[n]) for n in names])
+    values = np.atleast_1d(np.asarray(fixef, dtype=float))
+    if values.shape != (len(names),):
+        raise DataError(f"fixef has {values.size} values but the model has {len(names)} fixed effects {names}")
+    return values
+
+
+def _covariance(term, value) -> np.ndarray:
+    S = np.atleast_2d(np.asarray(value, dtype=float))
+    if S.shape == (1, 1) and term.p > 1:
+        raise DataError(f"the term ({' + '.join(term.columns)} | {term.group}) needs a {term.p} x {term.p} "
+                        f"covariance matrix (columns {list(term.columns)}), got a single number")
+    if S.shape != (term.p, term.p):
+        raise DataError(f"the covariance for {term.group!r} must be {term.p} x {term.p} (columns {list(term.columns)}), "
+                        f"got shape {S.shape}")
+    if not np.allclose(S, S.T) or np.linalg.eigvalsh(S).min() < -1e-10 * max(1.0, np.abs(S).max()):
+        raise DataError(f"the covariance for {term.group!r} is not symmetric positive semi-definite")
+    return S
+
+
+def simulate_design(design: pd.DataFrame, formula: str, fixef, covariances: dict, sigma: float,
+                    seed=None) -> SimulatedData:
+    """Simulate the response of ``formula`` on ``design`` with known parameters.
+
+    Parameters
+    ----------
+    design : DataFrame with every column the formula uses except the response; not modified.
+    formula : lme4 formula whose response is a plain column name, e.g.
+        ``"y ~ 1 + x + (1 | worker) + (1 | location)"``.
+    fixef : the fixed effects, a dict or Series keyed by the model's names (``"(Intercept)"``,
+        ``"x"``, ...) or a sequence in the model's order.
+    covariances : for each random-effects term, keyed by its grouping factor as written in the
+        formula (``"worker"``, ``"Lab:Technician"``), the covariance matrix of its random
+        effects, or a variance for a scalar term.
+    sigma : residual standard deviation.
+    seed : seed of ``numpy.random.default_rng``.
+    """
+    require_frame(design)
+    parsed = parse_formula(formula)
+    response = parsed.response
+    if not response.isidentifier():
+        raise DataError(f"the response of a simulation formula must be a plain column name, got {response!r}")
+    if response in design.columns:
+        raise DataError(f"the design already has a column {response!r}; drop it or name the response differently")
+    if not sigma >= 0:
+        raise DataError(f"sigma must be a non-negative standard deviation, got {sigma}")
+    d = build_design(parsed, design.assign(**{response: 0.0}))
+    beta = _fixed_effects(list(d.x_names), fixef)
+    groups = [t.group for t in d.terms]
+    missing = [g for g in groups if g not in covariances]
+    extra = [g for g in covariances if g not in groups]
+    if missing or extra:
+        raise DataError(f"covariances must be keyed by the grouping factors {groups}; missing {missing}, "
+                        f"not in the model {extra}")
+    rng = np.random.default_rng(seed)
+    y = d.X @ beta
+    drawn, cov_frames = {}, {}
+    for t in d.terms:
+        S = _covariance(t, covariances[t.group])
+        b = rng.multivariate_normal(np.zeros(t.p), S, size=t.n_levels, method="eigh")
+        y = y + np.sum(t.X * b[t.codes], axis=1)
+        drawn[t.group] = pd.DataFrame(b, index=pd.Index(t.levels, name=t.group), columns=list(t.columns))
+        cov_frames[t.group] = pd.DataFrame(S, index=list(t.columns), columns=list(t.columns))
+    y = y + sigma * rng.standard_normal(len(y))
+    data = design.copy()
+    data[response] = np.nan
+    data.loc[d.row_index, response] = y
+    return SimulatedData(data, pd.Series(beta, index=list(d.x_names), name="fixef"), cov_frames, float(sigma), drawn)
