@@ -172,7 +172,7 @@ class LrtResult:
     statistic: float  # observed 2 (loglik_alt - loglik_null)
     df: int  # difference in the number of parameters
     p_chisq: float  # chi-square(df) reference distribution
-    p_mixture: float  # 50:50 mixture of chi-square(df - 1) and chi-square(df): one variance on its boundary
+    p_mixture: float  # 50:50 mixture of chi-square(df - 1) and chi-square(df); NaN unless alt adds one random term
     p_boot: float  # fraction of bootstrap statistics >= the observed one
     p_boot_se: float  # its Monte Carlo standard error sqrt(p (1 - p) / nsim)
     fraction_zero: float  # fraction of bootstrap statistics at zero
@@ -183,8 +183,9 @@ class LrtResult:
         return len(self.samples)
 
     def __str__(self) -> str:
+        mixture = "" if np.isnan(self.p_mixture) else f"mixture p = {self.p_mixture:.4f}, "
         return (f"LRT = {self.statistic:.4f} on {self.df} df: chi-square p = {self.p_chisq:.4f}, "
-                f"mixture p = {self.p_mixture:.4f}, bootstrap p = {self.p_boot:.4f} "
+                f"{mixture}bootstrap p = {self.p_boot:.4f} "
                 f"(MC SE {self.p_boot_se:.4f}, B = {self.nsim}, {100 * self.fraction_zero:.1f}% zeros)")
 
 
@@ -249,6 +250,12 @@ def _check_nested(null: _Model, alt: _Model) -> None:
                              f"{', '.join(missing)} of the null model")
 
 
+def _adds_one_random_term(null: _Model, alt: _Model) -> bool:
+    """Same fixed effects, and the alternative has exactly one random-effects term more."""
+    n_null = 0 if null.fit is None else len(null.fit.design.terms)
+    return null.X.shape[1] == alt.X.shape[1] and len(alt.fit.design.terms) == n_null + 1
+
+
 def _ols_deviances(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """-2 max log-likelihood of y ~ N(X beta, sigma^2 I) for each column of Y."""
     n = Y.shape[0]
@@ -270,8 +277,8 @@ def _scalar_term_deviances(fit: LmerFit, Y: np.ndarray, reml: bool) -> np.ndarra
     design, cp = fit.design, fit.cross_products
     t = design.terms[0]
     n, p = cp.n, cp.p
-    s = cp.ZtZ[:, 0, 0]  # (l,)
-    ZtX = cp.ZtX[:, 0, :]  # (l, p)
+    s = cp.Z1Z1[:, 0, 0]  # (l,)
+    ZtX = cp.Z1X[:, 0, :]  # (l, p)
     Zty = np.zeros((t.n_levels, Y.shape[1]))
     np.add.at(Zty, t.codes, t.X[:, [0]] * Y)  # (l, B)
     Xty = design.X.T @ Y  # (p, B)
@@ -386,7 +393,10 @@ def lrt(null, alt: LmerFit, nsim: int = 1000, seed=None, *, n_jobs: int = 1, pro
     kept = samples[ok]
     p_boot = float(np.mean(kept >= observed - 1e-10))
     p_chisq = float(stats.chi2.sf(observed, df))
-    p_lower = float(stats.chi2.sf(observed, df - 1)) if df > 1 else float(observed <= 0)
-    return LrtResult(observed, df, p_chisq, 0.5 * (p_chisq + p_lower), p_boot,
+    p_mixture = np.nan
+    if _adds_one_random_term(null_model, alt_model):  # Self and Liang (1987); Stram and Lee (1994)
+        p_lower = float(stats.chi2.sf(observed, df - 1)) if df > 1 else float(observed <= 0)
+        p_mixture = 0.5 * (p_chisq + p_lower)
+    return LrtResult(observed, df, p_chisq, p_mixture, p_boot,
                      float(np.sqrt(p_boot * (1.0 - p_boot) / len(kept))),
                      float(np.mean(kept < ZERO_TOLERANCE)), samples)

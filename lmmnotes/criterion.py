@@ -40,8 +40,18 @@ with :math:`e = y - X\hat\beta - Z\Lambda\tilde u` and :math:`W = Z^\top X - Z^\
 (:math:`= Z^\top V^{-1} X` for :math:`V = I + Z\Lambda\Lambda^\top Z^\top`).
 
 Only cross-products of ``[Z X y]`` are needed, computed once in :class:`CrossProducts`; no
-n x n matrix is ever formed. With one random-effects term, :math:`Z^\top Z` is block diagonal
-(one :math:`p \times p` block per level) and every step is a batch of tiny dense operations.
+n x n matrix is ever formed. The first random-effects term (the one with most levels, as lme4
+orders them) has a block-diagonal :math:`Z_1^\top Z_1`, one :math:`p_1 \times p_1` block per level, so
+:math:`L_\theta` is computed in two blocks,
+
+.. math::
+    L_\theta = \begin{bmatrix} L_{11} & 0 \\ L_{21} & L_{22} \end{bmatrix}, \quad
+    L_{11}L_{11}^\top = A_{11}, \quad L_{21} = A_{21}L_{11}^{-\top}, \quad
+    L_{22}L_{22}^\top = A_{22} - L_{21}L_{21}^\top,
+
+where :math:`A = \Lambda^\top Z^\top Z\Lambda + I` is split after the first term: :math:`L_{11}` is a
+batch of tiny :math:`p_1 \times p_1` factors, and only the remaining terms (usually far fewer random
+effects) need a dense factor :math:`L_{22}`. With a single term the second block is empty.
 """
 
 from __future__ import annotations
@@ -54,59 +64,78 @@ from scipy.linalg.lapack import dpotrf, dtrtrs
 from .design import Design
 
 
-def _Zt_times(design: Design, v: np.ndarray, blocked: bool) -> np.ndarray:
-    """Z'v: per level (l, p) for a single term, else a flat (q,) vector."""
-    if blocked:
-        t = design.terms[0]
-        out = np.zeros((t.n_levels, t.p))
-        np.add.at(out, t.codes, t.X * v[:, None])
-        return out
-    return np.asarray(design.Z().T @ v)
-
-
 @dataclass(frozen=True)
 class CrossProducts:
-    """Z'Z, Z'X, Z'y, X'X, X'y and y'y for a design.
+    """Cross-products of [Z X y], split after the first random-effects term.
 
-    ``blocked`` is True for a single random-effects term: then ``ZtZ`` has shape (l, p, p),
-    ``ZtX`` (l, p, P) and ``Zty`` (l, p); otherwise they are dense (q, q), (q, P) and (q,).
+    Term 1 has l_1 levels of p_1 random effects; the other terms have q_2 random effects in all.
+    ``Z1Z1`` (l_1, p_1, p_1), ``Z1X`` (l_1, p_1, P) and ``Z1y`` (l_1, p_1) hold the first term's
+    blocks level by level; ``Z2Z1`` (q_2, l_1, p_1), ``Z2Z2`` (q_2, q_2), ``Z2X`` (q_2, P) and
+    ``Z2y`` (q_2,) the rest (empty with a single term).
     """
 
-    blocked: bool
-    ZtZ: np.ndarray
-    ZtX: np.ndarray
-    Zty: np.ndarray
+    Z1Z1: np.ndarray
+    Z1X: np.ndarray
+    Z1y: np.ndarray
+    Z2Z1: np.ndarray
+    Z2Z2: np.ndarray
+    Z2X: np.ndarray
+    Z2y: np.ndarray
     XtX: np.ndarray
     Xty: np.ndarray
     yty: float
     n: int
     p: int
 
+    @property
+    def q2(self) -> int:
+        return self.Z2Z2.shape[0]
+
     @classmethod
     def from_design(cls, design: Design, y: np.ndarray | None = None) -> "CrossProducts":
         y = design.y if y is None else y
         X = design.X
-        if len(design.terms) == 1:
-            t = design.terms[0]
-            l, codes, Xt = t.n_levels, t.codes, t.X
-            # sum over the rows of each level of outer products, by np.add.at on the level codes
-            ZtZ = np.zeros((l, t.p, t.p))
-            np.add.at(ZtZ, codes, Xt[:, :, None] * Xt[:, None, :])
-            ZtX = np.zeros((l, t.p, X.shape[1]))
-            np.add.at(ZtX, codes, Xt[:, :, None] * X[:, None, :])
-            blocked = True
-        else:
-            Z = design.Z()
-            ZtZ = (Z.T @ Z).toarray()
-            ZtX = np.asarray(Z.T @ X)
-            blocked = False
-        Zty = _Zt_times(design, y, blocked)
-        return cls(blocked, ZtZ, ZtX, Zty, X.T @ X, X.T @ y, float(y @ y), len(y), X.shape[1])
+        t = design.terms[0]
+        l1, p1, codes, Xt = t.n_levels, t.p, t.codes, t.X
+        # sums over the rows of each level of outer products, by np.add.at on the level codes
+        Z1Z1 = np.zeros((l1, p1, p1))
+        np.add.at(Z1Z1, codes, Xt[:, :, None] * Xt[:, None, :])
+        Z1X = np.zeros((l1, p1, X.shape[1]))
+        np.add.at(Z1X, codes, Xt[:, :, None] * X[:, None, :])
+        Z2 = design.Z()[:, l1 * p1:]
+        q2 = Z2.shape[1]
+        Z2Z1 = np.zeros((q2, l1, p1))
+        if q2:
+            Z1 = design.Z()[:, :l1 * p1]
+            Z2Z1 = (Z2.T @ Z1).toarray().reshape(q2, l1, p1)
+        Z2Z2 = (Z2.T @ Z2).toarray()
+        Z2X = np.asarray(Z2.T @ X)
+        Z1y, Z2y = _Zt_times(design, y)
+        return cls(Z1Z1, Z1X, Z1y, Z2Z1, Z2Z2, Z2X, Z2y, X.T @ X, X.T @ y, float(y @ y), len(y), X.shape[1])
 
     def with_response(self, design: Design, y: np.ndarray) -> "CrossProducts":
         """The same cross-products for a new response: only Z'y, X'y and y'y change."""
-        Zty = _Zt_times(design, y, self.blocked)
-        return CrossProducts(self.blocked, self.ZtZ, self.ZtX, Zty, self.XtX, design.X.T @ y, float(y @ y), self.n, self.p)
+        Z1y, Z2y = _Zt_times(design, y)
+        return CrossProducts(self.Z1Z1, self.Z1X, Z1y, self.Z2Z1, self.Z2Z2, self.Z2X, Z2y, self.XtX,
+                             design.X.T @ y, float(y @ y), self.n, self.p)
+
+    def with_offset(self, j: int, value: float) -> "CrossProducts":
+        """Cross-products of the model without fixed effect j, for the response y - value * x_j."""
+        keep = [k for k in range(self.p) if k != j]
+        return CrossProducts(
+            self.Z1Z1, self.Z1X[..., keep], self.Z1y - value * self.Z1X[..., j], self.Z2Z1, self.Z2Z2,
+            self.Z2X[:, keep], self.Z2y - value * self.Z2X[:, j], self.XtX[np.ix_(keep, keep)],
+            self.Xty[keep] - value * self.XtX[keep, j],
+            self.yty - 2 * value * self.Xty[j] + value**2 * self.XtX[j, j], self.n, self.p - 1)
+
+
+def _Zt_times(design: Design, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Z'v split as the first term's (l_1, p_1) blocks and the other terms' (q_2,) vector."""
+    t = design.terms[0]
+    first = np.zeros((t.n_levels, t.p))
+    np.add.at(first, t.codes, t.X * v[:, None])
+    rest = np.asarray(design.Z()[:, t.n_levels * t.p:].T @ v) if len(design.terms) > 1 else np.zeros(0)
+    return first, rest
 
 
 @dataclass(frozen=True)
@@ -120,14 +149,29 @@ class PlsSolution:
     beta: np.ndarray
     u: np.ndarray  # spherical random effects, level by level within each term
     R_X: np.ndarray
-    L: np.ndarray  # (l, p, p) blocks or a dense (q, q) lower-triangular factor
+    L11: np.ndarray  # (l_1, p_1, p_1) lower-triangular blocks
+    L21: np.ndarray  # (q_2, l_1, p_1)
+    L22: np.ndarray  # (q_2, q_2) lower triangular
+    L11_inv: np.ndarray  # the inverses of the L11 blocks
+
+    @property
+    def L(self) -> np.ndarray:
+        """L_theta as one dense q x q lower-triangular matrix (for display; the code uses the blocks)."""
+        l1, p1 = self.L11.shape[:2]
+        q1, q2 = l1 * p1, self.L22.shape[0]
+        L = np.zeros((q1 + q2, q1 + q2))
+        for k in range(l1):
+            L[k * p1:(k + 1) * p1, k * p1:(k + 1) * p1] = self.L11[k]
+        L[q1:, :q1] = self.L21.reshape(q2, q1)
+        L[q1:, q1:] = self.L22
+        return L
 
 
 def _cholesky_blocks(A: np.ndarray) -> np.ndarray:
     """Lower Cholesky factors of a stack of small p x p matrices, shape (l, p, p).
 
     A loop over the p columns with every operation vectorized over the l levels: for the
-    tiny blocks of a single random-effects term this is much faster than l LAPACK calls.
+    tiny blocks of a random-effects term this is much faster than l LAPACK calls.
     """
     p = A.shape[1]
     L = np.zeros_like(A)
@@ -138,39 +182,39 @@ def _cholesky_blocks(A: np.ndarray) -> np.ndarray:
     return L
 
 
-def _solve_blocks(L: np.ndarray, B: np.ndarray, transpose: bool = False) -> np.ndarray:
-    """Solve L_k x_k = B_k (or L_k' x_k = B_k) for every level k; L (l, p, p), B (l, p, m)."""
-    p = L.shape[1]
-    x = np.empty_like(B)
-    order = range(p - 1, -1, -1) if transpose else range(p)
-    for i in order:
-        done = range(i + 1, p) if transpose else range(i)
-        acc = B[:, i, :].copy()
-        for k in done:
-            acc -= (L[:, k, i] if transpose else L[:, i, k])[:, None] * x[:, k, :]
-        x[:, i, :] = acc / L[:, i, i][:, None]
-    return x
-
-
 def _trsolve(R: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
-    """Triangular solve by LAPACK; an empty system (no fixed effects) has an empty solution."""
+    """Triangular solve by LAPACK; an empty system has an empty solution."""
     return dtrtrs(R, b, **kwargs)[0] if R.size else np.zeros_like(b)
 
 
-def _lambda_dense(theta: np.ndarray, design: Design) -> np.ndarray:
-    """Lambda_theta as a dense q x q array, filled through the index map ``design.lambda_index``."""
-    rows, cols, which = design.lambda_index
-    Lam = np.zeros((design.q, design.q))
+def _lambda_rest(theta: np.ndarray, design: Design) -> np.ndarray:
+    """Lambda_2, the block of Lambda_theta for the terms after the first, as a dense (q_2, q_2) array."""
+    rows, cols, which = _rest_index(design)
+    q1 = design.terms[0].n_levels * design.terms[0].p
+    Lam = np.zeros((design.q - q1, design.q - q1))
     Lam[rows, cols] = theta[which]
     return Lam
+
+
+def _rest_index(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """design.lambda_index restricted to the terms after the first, with rows/columns from 0."""
+    rows, cols, which = design.lambda_index
+    q1 = design.terms[0].n_levels * design.terms[0].p
+    keep = rows >= q1
+    return rows[keep] - q1, cols[keep] - q1, which[keep]
 
 
 @dataclass(frozen=True)
 class _Factor:
     """The blocked Cholesky factor at one theta, with c_u, c_beta and r^2."""
 
-    L: np.ndarray
-    RZX: np.ndarray  # (q, P)
+    T1: np.ndarray  # the first term's template
+    Lam2: np.ndarray  # Lambda for the other terms
+    L11: np.ndarray
+    L21: np.ndarray
+    L22: np.ndarray
+    L11_inv: np.ndarray  # inverses of the tiny L11 blocks: triangular solves become batched products
+    RZX: np.ndarray  # (q, P): the first term's rows level by level, then the rest
     R_X: np.ndarray
     cu: np.ndarray  # (q,)
     c_beta: np.ndarray
@@ -179,44 +223,78 @@ class _Factor:
     r2: float
 
 
+def _lower_solve(f: "_Factor | PlsSolution", B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve L_theta x = [B1; B2] with B1 (l_1, p_1, m), B2 (q_2, m): forward substitution by blocks."""
+    x1 = f.L11_inv @ B1
+    if not f.L22.size:
+        return x1, B2
+    q1 = x1.shape[0] * x1.shape[1]
+    rhs2 = B2 - f.L21.reshape(f.L22.shape[0], q1) @ x1.reshape(q1, B1.shape[2])
+    return x1, _trsolve(f.L22, rhs2, lower=1)
+
+
+def _upper_solve(f: "_Factor | PlsSolution", B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve L_theta' x = [B1; B2]: back substitution by blocks (the second block first)."""
+    x2 = _trsolve(f.L22, B2, lower=1, trans=1) if f.L22.size else B2
+    if f.L22.size:
+        B1 = B1 - np.einsum("qkp,qm->kpm", f.L21, x2)
+    return np.swapaxes(f.L11_inv, 1, 2) @ B1, x2
+
+
 def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
-    """L_theta, R_ZX and R_X (module docstring), and r^2(theta) = y'y - |c_u|^2 - |c_beta|^2."""
-    if cp.blocked:
-        T = design.terms[0].template(theta)
-        A = T.T @ cp.ZtZ @ T + np.eye(T.shape[0])  # Lambda' Z'Z Lambda + I, level by level: (l, p, p)
-        L = _cholesky_blocks(A)
-        logdet_L2 = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum()
-        cu = _solve_blocks(L, (cp.Zty @ T)[:, :, None]).ravel()
-        RZX = _solve_blocks(L, T.T @ cp.ZtX).reshape(L.shape[0] * L.shape[1], cp.p)
-    else:
-        Lam = _lambda_dense(theta, design)
-        A = Lam.T @ cp.ZtZ @ Lam + np.eye(design.q)
-        L, info = dpotrf(A, lower=1, clean=1)
+    """L_theta (two blocks, module docstring), R_ZX and R_X, and r^2(theta) = y'y - |c_u|^2 - |c_beta|^2."""
+    t = design.terms[0]
+    T1 = t.template(theta[design.theta_slices[0]])
+    L11 = _cholesky_blocks(T1.T @ cp.Z1Z1 @ T1 + np.eye(t.p))  # A_11, level by level
+    L11_inv = np.linalg.inv(L11)
+    Lam2 = _lambda_rest(theta, design) if cp.q2 else np.zeros((0, 0))
+    L21 = np.zeros((0, t.n_levels, t.p))
+    L22 = np.zeros((0, 0))
+    if cp.q2:
+        A21 = np.einsum("qr,rkp,ps->qks", Lam2.T, cp.Z2Z1, T1)  # Lambda_2' Z_2'Z_1 (I x T_1)
+        L21 = np.einsum("qkp,ksp->qks", A21, L11_inv)  # A_21 L_11^{-T}, level by level
+        flat = L21.reshape(cp.q2, -1)
+        L22, info = dpotrf(Lam2.T @ cp.Z2Z2 @ Lam2 + np.eye(cp.q2) - flat @ flat.T, lower=1, clean=1)
         if info != 0:
             raise np.linalg.LinAlgError("Lambda' Z'Z Lambda + I is not positive definite")
-        logdet_L2 = 2.0 * np.log(np.diag(L)).sum()
-        cu = dtrtrs(L, Lam.T @ cp.Zty, lower=1)[0]
-        RZX = dtrtrs(L, Lam.T @ cp.ZtX, lower=1)[0]
+    f0 = _Factor(T1, Lam2, L11, L21, L22, L11_inv, None, None, None, None, 0.0, 0.0, 0.0)
+    cu1, cu2 = _lower_solve(f0, (cp.Z1y @ T1)[:, :, None], (Lam2.T @ cp.Z2y)[:, None])
+    R1, R2 = _lower_solve(f0, T1.T @ cp.Z1X, Lam2.T @ cp.Z2X)
+    cu = np.concatenate([cu1.ravel(), cu2.ravel()])
+    RZX = np.vstack([R1.reshape(t.n_levels * t.p, cp.p), R2])
     R_X, info = dpotrf(cp.XtX - RZX.T @ RZX, lower=0, clean=1) if cp.p else (np.zeros((0, 0)), 0)
     if info != 0:
         raise np.linalg.LinAlgError("X'X - R_ZX'R_ZX is not positive definite: X is rank deficient")
     c_beta = _trsolve(R_X, cp.Xty - RZX.T @ cu, lower=0, trans=1)
     r2 = max(cp.yty - cu @ cu - c_beta @ c_beta, np.finfo(float).tiny)
+    logdet_L2 = 2.0 * (np.log(np.diagonal(L11, axis1=1, axis2=2)).sum() + np.log(np.diag(L22)).sum())
     logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
-    return _Factor(L, RZX, R_X, cu, c_beta, float(logdet_L2), float(logdet_RX2), float(r2))
+    return _Factor(T1, Lam2, L11, L21, L22, L11_inv, RZX, R_X, cu, c_beta, float(logdet_L2), float(logdet_RX2),
+                   float(r2))
+
+
+def _split(v: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarray]:
+    """A q-vector (or q x m matrix) as the first term's (l_1, p_1, ...) blocks and the rest."""
+    t = design.terms[0]
+    q1 = t.n_levels * t.p
+    return v[:q1].reshape(t.n_levels, t.p, *v.shape[1:]), v[q1:]
+
+
+def _estimates(f: _Factor, design: Design, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """beta-hat = R_X^{-1} c_beta and u-tilde = L_theta^{-T}(c_u - R_ZX beta), u as (blocks, rest)."""
+    beta = _trsolve(f.R_X, f.c_beta, lower=0)
+    r1, r2 = _split(f.cu - f.RZX @ beta, design)
+    u1, u2 = _upper_solve(f, r1[:, :, None], r2[:, None])
+    return beta, u1[:, :, 0], u2[:, 0]
 
 
 def pls(theta: np.ndarray, design: Design, cp: CrossProducts) -> PlsSolution:
     """Solve the penalized least squares problem for ``theta``: beta-hat and u-tilde (module docstring)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     f = _factorize(theta, design, cp)
-    beta = _trsolve(f.R_X, f.c_beta, lower=0)
-    rhs = f.cu - f.RZX @ beta
-    if cp.blocked:
-        u = _solve_blocks(f.L, rhs.reshape(f.L.shape[0], -1, 1), transpose=True).ravel()
-    else:
-        u = dtrtrs(f.L, rhs, lower=1, trans=1)[0]
-    return PlsSolution(theta, f.logdet_L2, f.logdet_RX2, f.r2, beta, u, f.R_X, f.L)
+    beta, u1, u2 = _estimates(f, design, cp.p)
+    return PlsSolution(theta, f.logdet_L2, f.logdet_RX2, f.r2, beta, np.concatenate([u1.ravel(), u2]), f.R_X,
+                       f.L11, f.L21, f.L22, f.L11_inv)
 
 
 def _criterion(f: "_Factor | PlsSolution", n: int, p: int, reml: bool) -> float:
@@ -238,52 +316,85 @@ def profiled_criterion(theta: np.ndarray, design: Design, cp: CrossProducts, rem
     return float(_criterion(_factorize(theta, design, cp), cp.n, cp.p, reml))
 
 
-def _pattern_sum(M: np.ndarray, design: Design, blocked: bool) -> np.ndarray:
+# ---- A^{-1} by blocks, and the gradient ------------------------------------------------------------
+def inverse_blocks(f: "_Factor | PlsSolution") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""The blocks of :math:`G = A^{-1} = (L_\theta L_\theta^\top)^{-1}` that the gradient and the
+    conditional variances need: the diagonal blocks :math:`G_{11,kk}` (l_1, p_1, p_1), the
+    off-diagonal block :math:`G_{21}` (q_2, l_1, p_1) and :math:`G_{22}` (q_2, q_2). With
+    :math:`B = L_{21}L_{11}^{-1} = A_{21}A_{11}^{-1}`,
+    :math:`G_{22} = (L_{22}L_{22}^\top)^{-1}`, :math:`G_{21} = -G_{22}B` and
+    :math:`G_{11,kk} = A_{11,k}^{-1} + B_k^\top G_{22} B_k`.
+    """
+    L11_inv = f.L11_inv
+    G11 = np.swapaxes(L11_inv, 1, 2) @ L11_inv
+    q2 = f.L22.shape[0]
+    if not q2:
+        return G11, np.zeros((0,) + G11.shape[:2]), np.zeros((0, 0))
+    L22_inv = _trsolve(f.L22, np.eye(q2), lower=1)
+    G22 = L22_inv.T @ L22_inv
+    B = np.einsum("qkp,kps->qks", f.L21, L11_inv)
+    G21 = -(G22 @ B.reshape(q2, -1)).reshape(B.shape)
+    G11 = G11 - np.einsum("qkp,qks->kps", B, G21)
+    return G11, G21, G22
+
+
+def _pattern_sums(M11: np.ndarray, M22: np.ndarray, design: Design) -> np.ndarray:
     """tr(E_i' M) for every theta_i: the sum of M over the positions of Lambda that hold theta_i.
 
-    ``M`` is (l, p, p) level blocks for a single term, else a dense (q, q) matrix.
+    Only the diagonal blocks of M are needed: M11 (l_1, p_1, p_1) for the first term and the
+    dense M22 (q_2, q_2) for the others.
     """
-    if blocked:
-        rows, cols = design.terms[0]._lower
-        return M.sum(axis=0)[rows, cols]
-    rows, cols, which = design.lambda_index
-    return np.bincount(which, weights=M[rows, cols], minlength=len(design.theta_lower))
+    out = np.zeros(len(design.theta_lower))
+    t = design.terms[0]
+    rows, cols = t._lower
+    out[design.theta_slices[0]] = M11.sum(axis=0)[rows, cols]
+    if M22.size:
+        r, c, which = _rest_index(design)
+        out += np.bincount(which, weights=M22[r, c], minlength=len(out))
+    return out
+
+
+def _ZtZ_times(cp: CrossProducts, v1: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Z'Z v for v = [v1 (l_1, p_1, m); v2 (q_2, m)], as blocks."""
+    out1 = cp.Z1Z1 @ v1
+    if not cp.q2:
+        return out1, np.zeros((0, v1.shape[2]))
+    q1 = v1.shape[0] * v1.shape[1]
+    out2 = cp.Z2Z1.reshape(cp.q2, q1) @ v1.reshape(q1, v1.shape[2]) + cp.Z2Z2 @ v2
+    return out1 + np.einsum("qkp,qm->kpm", cp.Z2Z1, v2), out2
 
 
 def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> tuple[float, np.ndarray]:
     """The profiled criterion and its gradient in theta (formulas in the module docstring)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     f = _factorize(theta, design, cp)
-    beta = _trsolve(f.R_X, f.c_beta, lower=0)
-    rhs = f.cu - f.RZX @ beta
-    R_inv = _trsolve(f.R_X, np.eye(cp.p), lower=0)
-    Phi = R_inv @ R_inv.T  # (R_X' R_X)^{-1}
-    if cp.blocked:
-        T = design.terms[0].template(theta)
-        l, pt = f.L.shape[0], f.L.shape[1]
-        u = _solve_blocks(f.L, rhs.reshape(l, pt, 1), transpose=True)[:, :, 0]
-        L_inv = np.linalg.inv(f.L)
-        A_inv = np.swapaxes(L_inv, 1, 2) @ L_inv
-        M = cp.ZtZ @ T @ A_inv  # Z'Z Lambda A^{-1}, level by level
-        Zte = cp.Zty - cp.ZtX @ beta - (cp.ZtZ @ (u @ T.T)[:, :, None])[:, :, 0]
-        d_r2 = -2.0 * _pattern_sum(Zte[:, :, None] * u[:, None, :], design, True)
-        d_logdet = 2.0 * _pattern_sum(M, design, True)
-        if reml:
-            W = cp.ZtX - M @ T.T @ cp.ZtX
-            d_logdet_RX = -2.0 * _pattern_sum(W @ Phi @ np.swapaxes(W, 1, 2) @ T, design, True)
-    else:
-        Lam = _lambda_dense(theta, design)
-        u = dtrtrs(f.L, rhs, lower=1, trans=1)[0]
-        L_inv = dtrtrs(f.L, np.eye(design.q), lower=1)[0]
-        M = cp.ZtZ @ Lam @ (L_inv.T @ L_inv)
-        Zte = cp.Zty - cp.ZtX @ beta - cp.ZtZ @ (Lam @ u)
-        d_r2 = -2.0 * _pattern_sum(np.outer(Zte, u), design, False)
-        d_logdet = 2.0 * _pattern_sum(M, design, False)
-        if reml:
-            W = cp.ZtX - M @ Lam.T @ cp.ZtX
-            d_logdet_RX = -2.0 * _pattern_sum(W @ Phi @ W.T @ Lam, design, False)
+    T1, Lam2 = f.T1, f.Lam2
+    beta, u1, u2 = _estimates(f, design, cp.p)
+    G11, G21, G22 = inverse_blocks(f)
+    # the diagonal blocks of M = Z'Z Lambda G
+    M11 = cp.Z1Z1 @ T1 @ G11
+    M22 = np.zeros((0, 0))
+    if cp.q2:
+        ZL = np.einsum("qkp,qr->kpr", cp.Z2Z1, Lam2)  # (Z_1'Z_2 Lambda_2), level by level
+        M11 = M11 + np.einsum("kpr,rks->kps", ZL, G21)
+        ZT = (cp.Z2Z1 @ T1).reshape(cp.q2, -1)  # Z_2'Z_1 (I x T_1)
+        M22 = ZT @ G21.reshape(cp.q2, -1).T + cp.Z2Z2 @ Lam2 @ G22
+    d_logdet = 2.0 * _pattern_sums(M11, M22, design)
+    # Z'e with e = y - X beta - Z Lambda u
+    ZZb1, ZZb2 = _ZtZ_times(cp, (u1 @ T1.T)[:, :, None], (Lam2 @ u2)[:, None])
+    Zte1 = cp.Z1y - cp.Z1X @ beta - ZZb1[:, :, 0]
+    Zte2 = cp.Z2y - cp.Z2X @ beta - ZZb2[:, 0]
+    d_r2 = -2.0 * _pattern_sums(Zte1[:, :, None] * u1[:, None, :], np.outer(Zte2, u2), design)
     dof = cp.n - cp.p if reml else cp.n
     gradient = d_logdet + dof * d_r2 / f.r2
-    if reml:
-        gradient = gradient + d_logdet_RX
+    if reml and cp.p:
+        R_inv = _trsolve(f.R_X, np.eye(cp.p), lower=0)
+        Phi = R_inv @ R_inv.T  # (R_X' R_X)^{-1}
+        # W = Z'X - Z'Z Lambda G Lambda' Z'X, with G Lambda' Z'X = L^{-T} R_ZX
+        V1, V2 = _upper_solve(f, *_split(f.RZX, design))
+        ZZ1, ZZ2 = _ZtZ_times(cp, T1 @ V1, Lam2 @ V2)
+        W1, W2 = cp.Z1X - ZZ1, cp.Z2X - ZZ2
+        N11 = W1 @ Phi @ np.swapaxes(W1, 1, 2) @ T1
+        N22 = W2 @ Phi @ W2.T @ Lam2 if cp.q2 else np.zeros((0, 0))
+        gradient = gradient - 2.0 * _pattern_sums(N11, N22, design)
     return float(_criterion(f, cp.n, cp.p, reml)), gradient

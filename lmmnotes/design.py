@@ -109,7 +109,7 @@ class Design:
     def nobs(self) -> int:
         return len(self.y)
 
-    @property
+    @cached_property
     def theta_slices(self) -> list[slice]:
         """Where each term's entries sit in theta."""
         out, start = [], 0
@@ -118,7 +118,7 @@ class Design:
             start += t.n_theta
         return out
 
-    @property
+    @cached_property
     def theta_lower(self) -> np.ndarray:
         return np.concatenate([t.theta_lower for t in self.terms])
 

@@ -38,7 +38,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from .bootstrap import bootstrap
-from .criterion import CrossProducts, _factorize
+from .criterion import _factorize
 from .fit import optimize_theta
 from .results import LmerFit
 
@@ -179,19 +179,14 @@ class _Profile:
         step = np.where(np.abs(x0) > 1e-8, 0.1 * np.abs(x0), 0.01 * self.fit.sigma)
         simplex = np.clip(np.vstack([x0, x0 + np.diag(step)]), lo, hi)
         result = optimize.minimize(objective, x0, method="Nelder-Mead", bounds=bounds,
-                                   options={"initial_simplex": simplex, "xatol": 1e-10, "fatol": 1e-11, "maxfev": 4000})
+                                   options={"initial_simplex": simplex, "xatol": 1e-8, "fatol": 1e-9, "maxfev": 4000})
         self.start[others] = result.x
         return float(result.fun)
 
     def _fixed_profile(self, value: float) -> float:
         j = self.index - self.n_var
-        fit, cp = self.fit, self.fit.cross_products
-        keep = [k for k in range(cp.p) if k != j]
-        offset_Zt = cp.ZtX[..., j]
-        restricted = CrossProducts(
-            cp.blocked, cp.ZtZ, cp.ZtX[..., keep], cp.Zty - value * offset_Zt, cp.XtX[np.ix_(keep, keep)],
-            cp.Xty[keep] - value * cp.XtX[keep, j], cp.yty - 2 * value * cp.Xty[j] + value**2 * cp.XtX[j, j],
-            cp.n, cp.p - 1)
+        fit = self.fit
+        restricted = fit.cross_products.with_offset(j, value)
         opt = optimize_theta(fit.design, restricted, False, self.start_theta)
         self.start_theta = opt.theta
         return opt.criterion

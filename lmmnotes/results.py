@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from .criterion import CrossProducts, PlsSolution, deviance_from_pls, pls
+from .criterion import CrossProducts, PlsSolution, _lambda_rest, deviance_from_pls, inverse_blocks, pls
 from .design import Design
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular(tol = 1e-4)
@@ -170,22 +170,20 @@ class LmerFit:
         return out
 
     def _conditional_sd_blocks(self) -> list[np.ndarray]:
-        """sqrt of the diagonal of sigma^2 Lambda (L L')^{-1} Lambda', per term (levels x p_t)."""
-        sol, d = self.solution, self.design
-        if self.cross_products.blocked:
-            t = d.terms[0]
-            T = t.template(self.theta)
-            Linv = np.linalg.inv(sol.L)  # (l, p, p)
-            M = T @ np.swapaxes(Linv, 1, 2)  # T L^{-T}: rows give Lambda (L L')^{-1} Lambda' = M M'
-            return [self.sigma * np.sqrt(np.sum(M**2, axis=2))]
-        Lam = d.Lambda(self.theta).toarray()
-        M = scipy.linalg.solve_triangular(sol.L, Lam.T, lower=True)  # L^{-1} Lambda'
-        sd = self.sigma * np.sqrt(np.sum(M**2, axis=0))
-        out, start = [], 0
-        for t in d.terms:
-            size = t.n_levels * t.p
-            out.append(sd[start:start + size].reshape(t.n_levels, t.p))
-            start += size
+        """sqrt of the diagonal of sigma^2 Lambda G Lambda', G = (L L')^{-1}, per term (levels x p_t)."""
+        d = self.design
+        G11, _, G22 = inverse_blocks(self.solution)
+        first = d.terms[0]
+        T1 = first.template(self.theta[d.theta_slices[0]])
+        out = [self.sigma * np.sqrt(np.diagonal(T1 @ G11 @ T1.T, axis1=1, axis2=2))]
+        if G22.size:
+            Lam2 = _lambda_rest(self.theta, d)
+            sd = self.sigma * np.sqrt(np.einsum("ij,jk,ik->i", Lam2, G22, Lam2))
+            start = 0
+            for t in d.terms[1:]:
+                size = t.n_levels * t.p
+                out.append(sd[start:start + size].reshape(t.n_levels, t.p))
+                start += size
         return out
 
     def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:

@@ -104,6 +104,10 @@ def test_lrt_is_seeded_and_lmer_null_works(pulp_ml):
     np.testing.assert_allclose(one.samples, two.samples)
     assert one.statistic == pytest.approx(2 * (big.loglik - small.loglik))
     assert 0 <= one.p_boot <= 1
+    assert one.p_mixture == pytest.approx(0.5 * one.p_chisq)  # one variance added: the 50:50 mixture
+    # three variances added at once: the 50:50 mixture does not apply and is not reported
+    three = lrt(smf.ols("Fat ~ 1", eggs).fit(), big, nsim=20, seed=3)
+    assert three.df == 3 and np.isnan(three.p_mixture) and "mixture" not in str(three)
 
 
 def test_lrt_refuses_bad_comparisons(pulp_ml, pulp_reml):
