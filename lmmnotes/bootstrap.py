@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .fit import single_blas_thread
 from .results import LmerFit
 
 ZERO_TOLERANCE = 1e-5  # a bootstrap LRT below this counts as zero (theta-hat on the boundary)
@@ -71,17 +72,21 @@ def _as_series(value) -> pd.Series:
 
 def _refit_statistics(fit: LmerFit, statistic: Callable, Y: np.ndarray) -> tuple[list, int]:
     """Refit ``fit`` to each column of Y and evaluate ``statistic``; None marks a failed refit."""
-    values, failed = [], 0
-    for k in range(Y.shape[1]):
-        try:
-            refit = fit.refit(Y[:, k])
-            if not refit.converged:
-                raise RuntimeError(refit.message)
-            values.append(_as_series(statistic(refit)))
-        except (ArithmeticError, ValueError, RuntimeError, np.linalg.LinAlgError):
-            values.append(None)
-            failed += 1
-    return values, failed
+    values = []
+    with single_blas_thread():
+        for k in range(Y.shape[1]):
+            values.append(_refit_statistic(fit, statistic, Y[:, k]))
+    return values, sum(v is None for v in values)
+
+
+def _refit_statistic(fit: LmerFit, statistic: Callable, y: np.ndarray) -> pd.Series | None:
+    try:
+        refit = fit.refit(y)
+        if not refit.converged:
+            raise RuntimeError(refit.message)
+        return _as_series(statistic(refit))
+    except (ArithmeticError, ValueError, RuntimeError, np.linalg.LinAlgError):
+        return None
 
 
 _WORKER: dict = {}  # set in each worker process by _start_worker, never in the parent
@@ -277,6 +282,9 @@ def _scalar_term_deviances(fit: LmerFit, Y: np.ndarray, reml: bool) -> np.ndarra
     design, cp = fit.design, fit.cross_products
     t = design.terms[0]
     n, p = cp.n, cp.p
+    if p:  # use least-squares residuals as responses: same criterion, no cancellation (CrossProducts.with_response)
+        Q, _ = np.linalg.qr(design.X)
+        Y = Y - Q @ (Q.T @ Y)
     s = cp.Z1Z1[:, 0, 0]  # (l,)
     ZtX = cp.Z1X[:, 0, :]  # (l, p)
     Zty = np.zeros((t.n_levels, Y.shape[1]))

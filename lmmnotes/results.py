@@ -293,7 +293,7 @@ class LmerFit:
 
     def refit(self, y) -> "LmerFit":
         """Fit the same model to a new response ``y`` (same rows), starting at this fit's theta."""
-        from .fit import optimize_theta  # fit imports this module
+        from .fit import optimize_theta, single_blas_thread  # fit imports this module
 
         y = np.asarray(y, dtype=float).ravel()
         if y.shape != self.design.y.shape:
@@ -301,9 +301,10 @@ class LmerFit:
         if not np.all(np.isfinite(y)):
             raise ValueError("refit: the new response has missing or infinite values")
         design = _with_response(self.design, y)
-        cp = self.cross_products.with_response(design, y)
-        opt = optimize_theta(design, cp, self.reml, self.theta)
-        return LmerFit.from_theta(design, cp, self.reml, opt.theta, converged=opt.converged, message=opt.message)
+        with single_blas_thread():
+            cp = self.cross_products.with_response(design, y)
+            opt = optimize_theta(design, cp, self.reml, self.theta)
+            return LmerFit.from_theta(design, cp, self.reml, opt.theta, converged=opt.converged, message=opt.message)
 
     # ---- display ------------------------------------------------------------------------------
     def summary(self) -> "Summary":
