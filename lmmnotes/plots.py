@@ -47,23 +47,32 @@ def residual_plots(fit: LmerFit, level: str = "observation", axes=None):
     """Residuals against fitted values and a normal QQ plot.
 
     ``level="observation"``: the conditional residuals y - X beta - Z b against the fitted
-    values. ``level="group"``: the conditional modes of each grouping factor's random
-    effects (the group-level "residuals") against the group's mean population-level
-    prediction X beta, and their QQ plot, standardized by their estimated standard deviation.
+    values X beta + Z b, scaled by sigma in the QQ plot. ``level="population"``: the marginal
+    residuals y - X beta against the population-level predictions X beta (their spread includes
+    the random effects, so the QQ plot scales them by their total SD). ``level="group"``: the
+    conditional modes of each grouping factor's random effects (the group-level "residuals")
+    against the group's mean population-level prediction X beta, and their QQ plot,
+    standardized by their estimated standard deviation.
     """
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
-    if level == "observation":
-        fitted, resid = fit.fitted().to_numpy(), fit.residuals().to_numpy()
+    if level in ("observation", "population"):
+        if level == "observation":
+            fitted, resid = fit.fitted().to_numpy(), fit.residuals().to_numpy()
+            scale, label = fit.sigma, "residual / sigma"
+        else:
+            fitted = fit.predict(re_form="~0").to_numpy()
+            resid = fit.design.y - fitted
+            scale, label = resid.std(), "marginal residual / its SD"
         axes[0].scatter(fitted, resid, s=12, alpha=0.7)
         axes[0].axhline(0.0, color="grey", lw=0.8)
-        axes[0].set_xlabel("fitted value")
-        axes[0].set_ylabel("residual")
-        (osm, osr), (slope, intercept, _) = stats.probplot(resid / fit.sigma)
+        axes[0].set_xlabel("fitted value" if level == "observation" else "population-level prediction")
+        axes[0].set_ylabel("residual" if level == "observation" else "marginal residual")
+        (osm, osr), (slope, intercept, _) = stats.probplot(resid / scale)
         axes[1].scatter(osm, osr, s=12, alpha=0.7)
         axes[1].plot(osm, slope * osm + intercept, color="grey", lw=0.8)
         axes[1].set_xlabel("normal quantile")
-        axes[1].set_ylabel("residual / sigma")
+        axes[1].set_ylabel(label)
         return axes
     if level == "group":
         fitted = fit.predict(re_form="~0").to_numpy()
@@ -84,4 +93,4 @@ def residual_plots(fit: LmerFit, level: str = "observation", axes=None):
         axes[1].set_xlabel("normal quantile")
         axes[1].set_ylabel("mode / estimated SD")
         return axes
-    raise ValueError(f"level must be 'observation' or 'group', got {level!r}")
+    raise ValueError(f"level must be 'observation', 'population' or 'group', got {level!r}")

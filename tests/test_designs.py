@@ -174,6 +174,9 @@ def test_plots_draw_one_point_per_observation_and_level():
     assert len(ax.get_yticks()) == 6
     axes = plots.residual_plots(fit)
     assert len(axes[0].collections[0].get_offsets()) == fit.nobs
+    axes = plots.residual_plots(fit, level="population")
+    marginal = axes[0].collections[0].get_offsets()
+    np.testing.assert_allclose(marginal[:, 1], fit.design.y - fit.predict(re_form="~0").to_numpy())
     axes = plots.residual_plots(fit, level="group")
     assert sum(len(c.get_offsets()) for c in axes[0].collections) == 6 + 12 + 24
     with pytest.raises(ValueError, match="level"):

@@ -11,13 +11,7 @@ suppressPackageStartupMessages({
   library(jsonlite)
 })
 
-read_data <- function(name) read.csv(file.path("data", paste0(name, ".csv")), stringsAsFactors = TRUE)
-pulp <- read_data("pulp")
-eggs <- read_data("eggs")
-irrigation <- read_data("irrigation")
-psid <- read_data("psid")
-psid$person <- factor(psid$person)
-psid$cyear <- psid$year - 78
+source(file.path("tests", "reference", "book_data.R"))
 
 as_interval_list <- function(ci) {
   list(names = rownames(ci), lower = unname(ci[, 1]), upper = unname(ci[, 2]))

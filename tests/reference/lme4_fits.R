@@ -6,19 +6,7 @@ suppressPackageStartupMessages({
   library(jsonlite)
 })
 
-read_data <- function(name) {
-  d <- read.csv(file.path("data", paste0(name, ".csv")), stringsAsFactors = TRUE)
-  d
-}
-
-pulp <- read_data("pulp")
-eggs <- read_data("eggs")
-irrigation <- read_data("irrigation")
-psid <- read_data("psid")
-psid$person <- factor(psid$person)
-psid$cyear <- psid$year - 78
-hsb <- read_data("hsb")
-hsb$school <- factor(hsb$school)
+source(file.path("tests", "reference", "book_data.R"))
 
 summarise_fit <- function(fit, formula_text, data_name) {
   vc <- as.data.frame(VarCorr(fit))
