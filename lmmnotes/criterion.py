@@ -199,6 +199,17 @@ def _cholesky_blocks(A: np.ndarray) -> np.ndarray:
     return L
 
 
+def _invert_lower_blocks(L: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of lower-triangular p x p blocks, column by column, vectorized over levels."""
+    p = L.shape[1]
+    inv = np.zeros_like(L)
+    for j in range(p):
+        inv[:, j, j] = 1.0 / L[:, j, j]
+        for i in range(j + 1, p):
+            inv[:, i, j] = -np.sum(L[:, i, j:i] * inv[:, j:i, j], axis=1) / L[:, i, i]
+    return inv
+
+
 def _trsolve(R: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
     """Triangular solve by LAPACK; an empty system has an empty solution."""
     return dtrtrs(R, b, **kwargs)[0] if R.size else np.zeros_like(b)
@@ -263,7 +274,7 @@ def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
     t = design.terms[0]
     T1 = t.template(theta[design.theta_slices[0]])
     L11 = _cholesky_blocks(T1.T @ cp.Z1Z1 @ T1 + np.eye(t.p))  # A_11, level by level
-    L11_inv = np.linalg.inv(L11)
+    L11_inv = _invert_lower_blocks(L11)
     Lam2 = _lambda_rest(theta, design) if cp.q2 else np.zeros((0, 0))
     L21 = np.zeros((0, t.n_levels, t.p))
     L22 = np.zeros((0, 0))
