@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .design import column_space_coefficients
 from .fit import single_blas_thread
 from .results import LmerFit
 
@@ -229,18 +230,11 @@ def _lmer_model(fit: LmerFit, role: str) -> _Model:
     return _Model(fit.design.X, fit.design.y, fit.loglik, fit.n_parameters, fit)
 
 
-def _spans(X_big: np.ndarray, X_small: np.ndarray) -> bool:
-    """True if every column of X_small lies in the column space of X_big."""
-    coef, *_ = np.linalg.lstsq(X_big, X_small, rcond=None)
-    scale = max(1.0, np.abs(X_small).max())
-    return bool(np.abs(X_big @ coef - X_small).max() <= 1e-8 * scale)
-
-
 def _check_nested(null: _Model, alt: _Model) -> None:
     if len(null.y) != len(alt.y) or not np.allclose(null.y, alt.y, rtol=1e-12, atol=1e-12):
         raise ValueError("the two models were fitted to different data (responses differ); fit both to the "
                          "same rows of the same data, after removing missing values")
-    if not _spans(alt.X, null.X):
+    if column_space_coefficients(alt.X, null.X) is None:
         raise ValueError("the models are not nested: the null model's fixed effects are not contained in the "
                          "alternative's")
     if null.n_parameters >= alt.n_parameters:

@@ -190,6 +190,15 @@ def _matrix(formula: str, data: pd.DataFrame):
     return model_matrix(formula, data, context=FORMULA_FUNCTIONS, na_action="ignore")
 
 
+def column_space_coefficients(X: np.ndarray, X_small: np.ndarray) -> np.ndarray | None:
+    """B with X B = X_small if every column of X_small lies in the column space of X (nested
+    fixed effects), else None."""
+    B, *_ = np.linalg.lstsq(X, X_small, rcond=None)
+    if np.abs(X @ B - X_small).max(initial=0.0) > 1e-8 * max(1.0, np.abs(X_small).max(initial=0.0)):
+        return None
+    return B
+
+
 def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
     """Drop each column of X that is a linear combination of the columns before it (as lme4
     does: the later of two aliased columns goes)."""

@@ -106,13 +106,6 @@ def psi_to_theta(fit: LmerFit, psi: np.ndarray) -> np.ndarray | None:
     return np.concatenate(theta)
 
 
-def _ml_fit(fit: LmerFit) -> LmerFit:
-    if not fit.reml:
-        return fit
-    opt = optimize_theta(fit.design, fit.cross_products, False, fit.theta)
-    return LmerFit.from_theta(fit.design, fit.cross_products, False, opt.theta, converged=opt.converged, message=opt.message)
-
-
 def _deviance(fit: LmerFit, psi: np.ndarray) -> float:
     """ML deviance D(psi, sigma) with beta profiled out (module docstring)."""
     sigma = psi[-1]
@@ -235,7 +228,7 @@ def _selected(names: list[str], parm) -> list[int]:
 
 
 def _profile_intervals(fit: LmerFit, level: float, parm) -> pd.DataFrame:
-    ml = _ml_fit(fit)
+    ml = fit.update(reml=False)  # profiles use the ML deviance, as lme4
     z = stats.norm.ppf(0.5 + level / 2.0)
     names = parameter_names(ml)
     n_var = len(ml.theta) + 1

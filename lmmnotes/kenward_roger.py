@@ -34,7 +34,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy import stats
 
-from .fit import optimize_theta
+from .design import column_space_coefficients
 from .results import LmerFit
 
 
@@ -52,13 +52,6 @@ class KenwardRogerTest:
     def __str__(self) -> str:
         return (f"Kenward-Roger F = {self.statistic:.4f} on ({self.ndf}, {self.ddf:.2f}) df, "
                 f"p = {self.p_value:.4f} (scaling {self.scaling:.4f})")
-
-
-def _reml_fit(fit: LmerFit) -> LmerFit:
-    if fit.reml:
-        return fit
-    opt = optimize_theta(fit.design, fit.cross_products, True, fit.theta)
-    return LmerFit.from_theta(fit.design, fit.cross_products, True, opt.theta, converged=opt.converged, message=opt.message)
 
 
 def _variance_patterns(fit: LmerFit) -> list[sp.csr_matrix]:
@@ -133,7 +126,7 @@ def _kr_pieces(fit: LmerFit) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, 
 
 def vcov_adjusted(fit: LmerFit) -> pd.DataFrame:
     """The Kenward-Roger adjusted covariance matrix Phi_A of the fixed effects (pbkrtest's vcovAdj)."""
-    fit = _reml_fit(fit)
+    fit = fit.update(reml=True)
     Phi_A = _kr_pieces(fit)[3]
     names = list(fit.design.x_names)
     return pd.DataFrame(0.5 * (Phi_A + Phi_A.T), index=names, columns=names)
@@ -142,8 +135,8 @@ def vcov_adjusted(fit: LmerFit) -> pd.DataFrame:
 def restriction_matrix(large: LmerFit, small_X: np.ndarray) -> np.ndarray:
     """L with L beta = 0 exactly when X beta lies in the column space of the smaller model's X."""
     X = large.design.X
-    B0, *_ = np.linalg.lstsq(X, small_X, rcond=None)  # small model's columns in the large model's coefficients
-    if np.abs(X @ B0 - small_X).max() > 1e-8 * max(1.0, np.abs(small_X).max()):
+    B0 = column_space_coefficients(X, small_X)  # small model's columns in the large model's coefficients
+    if B0 is None:
         raise ValueError("the models are not nested: the smaller model's fixed effects are not contained in "
                          "the larger model's")
     rank = np.linalg.matrix_rank(B0) if B0.size else 0
@@ -190,7 +183,7 @@ def kenward_roger(large: LmerFit, small) -> KenwardRogerTest:
         L = np.atleast_2d(np.asarray(small, dtype=float))
         if L.shape[1] != len(large.design.x_names):
             raise ValueError(f"L must have one column per fixed effect ({len(large.design.x_names)}), got {L.shape[1]}")
-    fit = _reml_fit(large)
+    fit = large.update(reml=True)
     Phi, P, W, Phi_A = _kr_pieces(fit)
     q = np.linalg.matrix_rank(L)
     Lb = L @ fit.solution.beta

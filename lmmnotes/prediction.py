@@ -23,28 +23,15 @@ import pandas as pd
 from .results import LmerFit
 
 
-def _known_rows(fit: LmerFit, newdata: pd.DataFrame) -> np.ndarray:
-    """True for the rows whose level of every grouping factor was seen in the fit."""
-    known = np.ones(len(newdata), dtype=bool)
-    for t in fit.design.terms:
-        missing = [f for f in t.term.factors if f not in newdata.columns]
-        if missing:
-            raise ValueError(f"newdata lacks the grouping column(s) {missing}")
-        labels = newdata[list(t.term.factors)].astype(str).agg(":".join, axis=1)
-        known &= labels.isin(set(t.levels)).to_numpy()
-    return known
-
-
-def _new_effects(fit: LmerFit, newdata: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+def _new_effects(fit: LmerFit, matrices: tuple, rng: np.random.Generator) -> np.ndarray:
     """z_0' b_new for each row: a fresh random effect for every term whose level is new."""
-    out = np.zeros(len(newdata))
-    for t, s in zip(fit.design.terms, fit.design.theta_slices):
-        labels = newdata[list(t.term.factors)].astype(str).agg(":".join, axis=1)
-        new = ~labels.isin(set(t.levels)).to_numpy()
-        if new.any():
+    _, terms = matrices
+    out = np.zeros(len(matrices[0]))
+    for t, s, (Xt, _, known) in zip(fit.design.terms, fit.design.theta_slices, terms):
+        if not known.all():
             T = fit.sigma * t.template(fit.theta[s])  # b_new = T e, e ~ N(0, I): covariance sigma^2 T T'
-            b = rng.standard_normal((len(newdata), t.p)) @ T.T
-            out += np.where(new, np.sum(t.model_matrix(newdata) * b, axis=1), 0.0)
+            b = rng.standard_normal((len(Xt), t.p)) @ T.T
+            out += np.where(known, 0.0, np.sum(Xt * b, axis=1))
     return out
 
 
@@ -55,7 +42,7 @@ def _draws(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.Genera
     for k in range(nsim):
         draws[k] = fit.refit(Y[:, k])._predict_with(matrices)
         if not known:
-            draws[k] += _new_effects(fit, newdata, rng)
+            draws[k] += _new_effects(fit, matrices, rng)
         draws[k] += fit.sigma * rng.standard_normal(len(newdata))
     return draws
 
@@ -74,7 +61,8 @@ def prediction_interval(fit: LmerFit, newdata: pd.DataFrame, level: float = 0.95
     if not isinstance(newdata, pd.DataFrame) or len(newdata) == 0:
         raise ValueError("newdata must be a DataFrame with at least one row")
     rng = np.random.default_rng(seed)
-    known = _known_rows(fit, newdata)
+    _, terms = fit.prediction_matrices(newdata)  # raises if newdata lacks a grouping column
+    known = np.logical_and.reduce([k for _, _, k in terms])  # every grouping level seen in the fit
     alpha = (1.0 - level) / 2.0
     lower = np.empty(len(newdata))
     upper = np.empty(len(newdata))

@@ -306,6 +306,17 @@ class LmerFit:
             opt = optimize_theta(design, cp, self.reml, self.theta)
             return LmerFit.from_theta(design, cp, self.reml, opt.theta, converged=opt.converged, message=opt.message)
 
+    def update(self, *, reml: bool) -> "LmerFit":
+        """The same model fitted by REML (``reml=True``) or ML, starting at this fit's theta (lme4's
+        ``update(fit, REML = ...)``); returns this fit if it already uses that criterion."""
+        from .fit import optimize_theta  # fit imports this module
+
+        if reml == self.reml:
+            return self
+        opt = optimize_theta(self.design, self.cross_products, reml, self.theta)
+        return LmerFit.from_theta(self.design, self.cross_products, reml, opt.theta, converged=opt.converged,
+                                  message=opt.message)
+
     # ---- display ------------------------------------------------------------------------------
     def summary(self) -> "Summary":
         """A printed summary in lme4's layout."""

@@ -56,6 +56,12 @@ def eggs_fit():
     return lmer(EGGS, book_data("eggs"))
 
 
+def test_update_switches_between_reml_and_ml(pulp_ml, pulp_reml):
+    assert pulp_reml.update(reml=False).loglik == pytest.approx(pulp_ml.loglik, abs=1e-8)
+    assert pulp_ml.update(reml=True).criterion == pytest.approx(pulp_reml.criterion, abs=1e-8)
+    assert pulp_reml.update(reml=True) is pulp_reml
+
+
 # ---- the likelihood-ratio test -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pulp_lrt(pulp_ml):
