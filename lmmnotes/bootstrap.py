@@ -20,8 +20,8 @@ second.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
