@@ -31,7 +31,6 @@ lme4 gives none for the variance parameters, and neither does this (NaN).
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
