@@ -354,7 +354,33 @@ def _is_population_form(re_form: str | None) -> bool:
     raise ValueError(f"re_form must be None (all random effects) or '~0' (none), got {re_form!r}")
 
 
+def _fixed(value: float, decimals: int) -> str:
+    """``value`` to ``decimals`` places, without a sign on a value that rounds to zero."""
+    return f"{round(float(value), decimals) + 0.0:.{decimals}f}"  # -0.0 + 0.0 is 0.0
+
+
+def _fixed_effects_table(fit: LmerFit) -> str:
+    """Estimates and standard errors to the places that give the smallest standard error four
+    significant digits (as R's printCoefmat does), t values to two places.
+
+    That is the precision a fit guarantees on any machine: the optimizer leaves theta uncertain
+    in about its eighth digit, which moves a standard error in its seventh.
+    """
+    se = fit.stderr.to_numpy()
+    positive = se[np.isfinite(se) & (se > 0)]
+    decimals = int(np.clip(3 - np.floor(np.log10(positive.min())), 0, 10)) if positive.size else 4
+    columns = {
+        "Estimate": [_fixed(v, decimals) for v in fit.fixef],
+        "Std. Error": [_fixed(v, decimals) for v in fit.stderr],
+        "t value": [_fixed(v, 2) for v in fit.tvalues],
+    }
+    return pd.DataFrame(columns, index=fit.fixef.index).to_string()
+
+
 def _summary_text(fit: LmerFit, brief: bool = False) -> str:
+    """lme4's summary layout. Printed precision is what the fit guarantees across machines:
+    criteria to 4 places (they are flat at the optimum), variances and standard deviations to 5
+    significant digits, correlations to 3 places, scaled residuals to 4 places."""
     method = "REML" if fit.reml else "maximum likelihood"
     lines = [f"Linear mixed model fit by {method}", f"Formula: {fit.formula}"]
     if fit.reml:
@@ -365,25 +391,23 @@ def _summary_text(fit: LmerFit, brief: bool = False) -> str:
         resid = fit.residuals().to_numpy() / fit.sigma
         q = np.quantile(resid, [0, 0.25, 0.5, 0.75, 1])
         lines += ["", "Scaled residuals:", "     Min       1Q   Median       3Q      Max",
-                  " ".join(f"{v:8.4f}" for v in q)]
+                  " ".join(f"{_fixed(v, 4):>8}" for v in q)]
     lines += ["", "Random effects:"]
     table = []
     for name, cov in fit.covariances().items():
         sd = np.sqrt(np.diag(cov.to_numpy()))
         corr = cov.to_numpy() / np.outer(sd, sd) if np.all(sd > 0) else np.full(cov.shape, np.nan)
         for i, c in enumerate(cov.columns):
-            cor_text = " ".join(f"{corr[i, j]:6.3f}" for j in range(i))
+            cor_text = " ".join(f"{_fixed(corr[i, j], 3):>6}" for j in range(i))
             table.append((name if i == 0 else "", c, f"{sd[i] ** 2:.5g}", f"{sd[i]:.5g}", cor_text))
     table.append(("Residual", "", f"{fit.sigma ** 2:.5g}", f"{fit.sigma:.5g}", ""))
-    widths = [max(len(r[k]) for r in table + [("Groups", "Name", "Variance", "Std.Dev.", "Corr")]) for k in range(5)]
     header = ("Groups", "Name", "Variance", "Std.Dev.", "Corr")
+    widths = [max(len(r[k]) for r in table + [header]) for k in range(5)]
     for row in [header] + table:
         lines.append(" " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
     groups = ", ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
     lines.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
-    lines += ["", "Fixed effects:"]
-    fe = pd.DataFrame({"Estimate": fit.fixef, "Std. Error": fit.stderr, "t value": fit.tvalues})
-    lines.append(fe.to_string(float_format=lambda v: f"{v:.4f}"))
+    lines += ["", "Fixed effects:", _fixed_effects_table(fit)]
     if fit.is_singular:
         lines += ["", "boundary (singular) fit: some variance is estimated as 0 or a correlation as +/-1"]
     if not fit.converged:

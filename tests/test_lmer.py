@@ -14,6 +14,7 @@ from lmmnotes import DataError, FormulaError, lmer
 from lmmnotes.criterion import CrossProducts, criterion_and_gradient, pls, profiled_criterion
 from lmmnotes.design import build_design
 from lmmnotes.formula import parse_formula
+from lmmnotes.results import _fixed
 
 from .conftest import book_data
 
@@ -154,6 +155,29 @@ def test_summary_shows_the_tables(psid_fit):
                  "Residual", "Number of obs: 1661", "Fixed effects", "t value"]:
         assert part in text
     assert "Fixed effects" not in repr(psid_fit) or "Scaled residuals" not in repr(psid_fit)
+
+
+def test_a_value_that_rounds_to_zero_has_no_sign():
+    assert _fixed(-1e-17, 4) == "0.0000"
+    assert _fixed(-0.00004, 4) == "0.0000"
+    assert _fixed(-0.00006, 4) == "-0.0001"
+
+
+@pytest.mark.parametrize("name, formula, decimals", [
+    ("pulp", "bright ~ 1 + (1 | operator)", 4),  # smallest SE 0.1494
+    ("irrigation", "yield ~ irrigation * variety + (1 | field)", 3),  # smallest SE 1.452
+    ("psid", "log(income) ~ cyear * sex + age + educ + (cyear | person)", 6),  # smallest SE 0.008882
+])
+def test_summary_gives_the_smallest_standard_error_four_significant_digits(name, formula, decimals):
+    fit = lmer(formula, book_data(name))
+    table = str(fit.summary()).split("Fixed effects:\n")[1].splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in table[1:] if line.strip()}
+    for term, (estimate, stderr, tvalue) in rows.items():
+        assert len(estimate.split(".")[1]) == decimals and len(stderr.split(".")[1]) == decimals
+        assert float(stderr) == pytest.approx(fit.stderr[term], abs=0.5 * 10**-decimals)
+        assert float(tvalue) == pytest.approx(fit.tvalues[term], abs=0.005)
+    smallest = min(rows.values(), key=lambda r: float(r[1]))[1]
+    assert len(smallest.replace(".", "").lstrip("0")) == 4  # significant digits
 
 
 # ---- the profiled criterion against a brute-force dense likelihood ---------------------------
