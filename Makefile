@@ -1,6 +1,7 @@
 # lmmnotes: two commands do everything on a fresh machine.
 #   make book   build the HTML book into _build/html
-#   make test   unit tests, nbval over every notebook, and the book build with warnings as errors
+#   make test   unit tests, nbval over every notebook, strict builds of the book and of the
+#               student edition (with a search for leaked solutions); every part runs and is reported
 # Both create the virtual environment .venv (from requirements/constraints.txt) when it is missing.
 
 PYTHON ?= python3
@@ -10,11 +11,14 @@ STAMP  := $(VENV)/.installed
 CONSTRAINTS := requirements/constraints.txt
 NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 
-.PHONY: help env book student test unit nbval book-check execute lab benchmark clean
+.PHONY: help env book student test unit nbval book-check student-check test-portable browser-test \
+	execute lab benchmark clean
 
 help:
 	@echo "make book     build the HTML book into _build/html (creates .venv if needed)"
-	@echo "make test     run the unit tests, nbval over the notebooks and a strict book build"
+	@echo "make test     unit tests, nbval, strict builds of the book and of the student edition"
+	@echo "make test-portable  nbval under several OpenBLAS kernels and with theta moved by 1e-6"
+	@echo "make browser-test   open every page of both editions in headless Chromium"
 	@echo "make student  build the student edition (no solutions) into _build/student/html"
 	@echo "make execute  re-execute every notebook in place, in order"
 	@echo "make lab      open the notebooks in JupyterLab"
@@ -35,34 +39,60 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build .
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
+# The student edition is built from a copy of the sources without the solutions (see
+# tools/student_edition.py), so neither its pages nor its downloadable notebooks contain them.
 student: $(STAMP)
-	$(BIN)/python tools/student_config.py _config.yml _build/student_config.yml
-	$(BIN)/jupyter-book build . --config _build/student_config.yml --path-output _build/student-tmp
-	rm -rf _build/student && mkdir -p _build/student && mv _build/student-tmp/_build/html _build/student/html && rm -rf _build/student-tmp
+	$(BIN)/python tools/student_edition.py sources _build/student-src
+	$(BIN)/jupyter-book build _build/student-src $(JB_FLAGS)
+	rm -rf _build/student && mkdir -p _build/student
+	cp -r _build/student-src/_build/html _build/student/html
 	@echo "The student edition is at file://$(CURDIR)/_build/student/html/index.html"
 
-test: unit nbval book-check
+# make test runs every part, even after one has failed, and reports each.
+TEST_PARTS := unit nbval book-check student-check
+test: $(STAMP)
+	@failed=0; report=""; \
+	for part in $(TEST_PARTS); do \
+		echo "=== make $$part"; start=$$(date +%s); \
+		if $(MAKE) --no-print-directory $$part; then result=passed; else result=FAILED; failed=1; fi; \
+		report="$$report  make $$part: $$result ($$(( $$(date +%s) - start )) s)\n"; \
+	done; \
+	printf "\nmake test:\n$$report"; exit $$failed
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 nbval: $(STAMP)
-	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		--nbval-cell-timeout=300 -p no:randomly $(NOTEBOOKS)
+	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-cell-timeout=300 -p no:randomly $(NOTEBOOKS)
 
+# The strict build writes where make book does, so the browser test reads what it checked.
 book-check: $(STAMP)
-	$(BIN)/jupyter-book build . --warningiserror --keep-going --all --path-output _build/check
-	@echo "Strict book build passed (output in _build/check/_build/html)"
+	$(BIN)/jupyter-book build . --warningiserror --keep-going --all
+	@echo "Strict book build passed (output in _build/html)"
+
+# Builds the student edition strictly and searches every file of it for each solution's text.
+student-check: $(STAMP)
+	$(MAKE) --no-print-directory student JB_FLAGS="--warningiserror --keep-going --all"
+	test -f _build/html/index.html || $(MAKE) --no-print-directory book
+	$(BIN)/python tools/student_edition.py check _build/html _build/student
+
+# nbval under each OpenBLAS kernel and with every fitted theta moved by 1e-6 (tools/portability.py).
+test-portable: $(STAMP)
+	$(BIN)/python tools/portability.py $(NOTEBOOKS)
+
+# Every page of both editions in headless Chromium (Debian's chromium package), after MathJax.
+browser-test: $(STAMP)
+	test -f _build/html/index.html || $(MAKE) --no-print-directory book
+	test -f _build/student/html/index.html || $(MAKE) --no-print-directory student
+	$(BIN)/python tools/browser_check.py _build/html _build/student/html --screenshots _build/screenshots
 
 execute: $(STAMP)
-	for nb in $(NOTEBOOKS); do \
-		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 \
-			--ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
-	done
+	$(BIN)/python tools/execute_notebooks.py $(NOTEBOOKS)
 
+# Jupyter refuses to start as root (as in many containers) unless told it may.
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) jupyterlab
-	$(BIN)/jupyter lab book/
+	$(BIN)/jupyter lab book/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run.py

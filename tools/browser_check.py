@@ -1,0 +1,218 @@
+"""Open every page of the built book in headless Chromium, as an offline reader would.
+
+Usage: python tools/browser_check.py SITE [SITE ...] [--screenshots DIR]      (make browser-test)
+
+Each SITE is a built HTML folder (_build/html, _build/student/html). Every page is opened from
+file:// with the network cut off (any request that leaves the folder fails the page: the book
+must be complete offline), and, once MathJax has typeset it, checked for
+  - raw TeX delimiters \\( or \\[ left in the text (math that was not typeset),
+  - MathJax error nodes (an undefined macro, a parse error),
+  - images that did not load,
+  - JavaScript errors and console errors,
+  - internal links to a missing file or to an anchor that the target page does not have.
+A screenshot of each chapter's first screen goes to DIR/<SITE with / as ->/ for a quick look.
+Chromium is Debian's (package ``chromium``), driven by Playwright without its own browser download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from bs4 import BeautifulSoup
+from playwright.sync_api import sync_playwright
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 900}
+
+# Resolves when MathJax (if the page asks for it) has typeset the page: 'typeset', 'no math',
+# or 'not started' when the page configures MathJax but the script never ran (10 s).
+WAIT_FOR_MATHJAX = """async () => {
+    if (!window.MathJax) return 'no math';
+    for (let i = 0; i < 200 && !(MathJax.startup && MathJax.startup.promise); i++)
+        await new Promise(r => setTimeout(r, 50));
+    if (!(MathJax.startup && MathJax.startup.promise)) return 'not started';
+    await MathJax.startup.promise;
+    return 'typeset';
+}"""
+
+# Text outside code, with the math MathJax rendered removed: raw TeX delimiters left here were
+# not typeset. Also MathJax's error nodes, images that failed, and every link target.
+INSPECT = """async () => {
+    const clone = document.body.cloneNode(true);
+    clone.querySelectorAll('pre, code, script, style, mjx-container, .MathJax, textarea')
+         .forEach(e => e.remove());
+    const text = clone.textContent;
+    const raw = [];
+    for (const delimiter of ['\\\\(', '\\\\[']) {
+        let at = text.indexOf(delimiter);
+        if (at >= 0) raw.push(text.slice(Math.max(0, at - 30), at + 50).replace(/\\s+/g, ' '));
+    }
+    const errors = [...document.querySelectorAll('mjx-merror, [data-mjx-error]')]
+        .map(e => e.getAttribute('data-mjx-error') || e.textContent);
+    const broken = [];
+    for (const img of document.images) {
+        img.loading = 'eager';
+        try { await img.decode(); } catch (e) { broken.push(img.getAttribute('src')); }
+    }
+    const links = [...document.querySelectorAll('a[href]')].map(a => a.href);
+    return {raw, errors, broken, links};
+}"""
+
+
+@functools.cache
+def anchors(page: Path) -> frozenset[str]:
+    soup = BeautifulSoup(page.read_text(errors="replace"), "html.parser")
+    return frozenset(e["id"] for e in soup.find_all(id=True)) | frozenset(
+        e["name"] for e in soup.find_all("a", attrs={"name": True}))
+
+
+def link_problem(url: str, site: Path) -> str | None:
+    """Why an internal link is broken, or None (external links are not followed)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        return None
+    target = Path(unquote(parsed.path))
+    if not target.exists():
+        return f"missing file {target.relative_to(site) if target.is_relative_to(site) else target}"
+    if target.is_dir():
+        target = target / "index.html"
+    fragment = unquote(parsed.fragment)
+    if fragment and target.suffix == ".html" and fragment not in anchors(target):
+        return f"missing anchor {target.name}#{fragment}"
+    return None
+
+
+def redirect_target(page_path: Path) -> str | None:
+    """The URL a redirect page (``<meta http-equiv="refresh">``, like the root index.html) sends to."""
+    meta = BeautifulSoup(page_path.read_text(errors="replace"), "html.parser").find(
+        "meta", attrs={"http-equiv": lambda v: v and v.lower() == "refresh"})
+    if meta is None:
+        return None
+    target = meta.get("content", "").partition("url=")[2].strip()
+    return (page_path.parent / target).resolve().as_uri() if target else page_path.as_uri()
+
+
+def check_page(context, page_path: Path, site: Path, screenshot: Path | None) -> list[str]:
+    if (target := redirect_target(page_path)) is not None:
+        problem = link_problem(target, site)
+        return [f"redirects to a broken target: {problem}"] if problem else []
+    problems: list[str] = []
+    page = context.new_page()
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"JavaScript error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"failed to load {r.url}: {r.failure}")
+            if r.url.startswith("file:") else None)
+
+    def offline(route):
+        if route.request.url.startswith(("file:", "data:", "blob:", "about:")):
+            route.continue_()
+        else:
+            problems.append(f"requests an external resource: {route.request.url}")
+            route.abort()
+
+    page.route("**/*", offline)
+    page.goto(page_path.as_uri(), wait_until="load")
+    if page.evaluate(WAIT_FOR_MATHJAX) == "not started":
+        problems.append("MathJax did not start")
+    found = page.evaluate(INSPECT)
+    problems += [f"raw TeX left in the text: ...{snippet}..." for snippet in found["raw"]]
+    problems += [f"MathJax error: {error}" for error in found["errors"]]
+    problems += [f"image did not load: {src}" for src in found["broken"]]
+    problems += sorted({f"broken link: {p}" for url in found["links"] if (p := link_problem(url, site))})
+    if screenshot is not None:
+        page.evaluate("window.scrollTo(0, 0)")
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=screenshot)
+    page.close()
+    return problems
+
+
+MATHJAX = Path(__file__).resolve().parent.parent / "vendor" / "mathjax-3.2.2" / "tex-svg-full.js"
+# A page with one fault of each kind the check looks for; the self-test must report every one.
+FAULTY_PAGE = rf"""<!DOCTYPE html><html><head>
+<script>window.MathJax = {{tex: {{inlineMath: [['\\(', '\\)']], packages: {{'[-]': ['noundefined']}}}}}};</script>
+<script defer src="{MATHJAX.as_uri()}"></script></head><body>
+<p><span class="math">\(\undefinedmacro x\)</span></p>
+<p><code>not math: \(x\)</code> and <span class="mathjax_ignore">left raw: \(y\)</span></p>
+<img src="missing.png"> <img src="https://example.invalid/remote.png">
+<a href="missing.html">a</a> <a href="#nowhere">b</a> <a href="#here" id="here">c</a>
+<script>undefinedFunction();</script><script>console.error("planted");</script>
+</body></html>"""
+PLANTED = ["MathJax error", "raw TeX left", "image did not load: missing.png", "external resource",
+           "JavaScript error", "console error: planted", "missing file missing.html",
+           "missing anchor faulty.html#nowhere"]
+
+
+def self_test(context) -> list[str]:
+    """Faults planted in a page that the check does not report (empty: the check works)."""
+    with tempfile.TemporaryDirectory() as folder:
+        page = Path(folder, "faulty.html")
+        page.write_text(FAULTY_PAGE)
+        (Path(folder) / "index.html").write_text("")
+        report = "\n".join(check_page(context, page, Path(folder), None))
+    missed = [fault for fault in PLANTED if fault not in report]
+    if "not math" in report:
+        missed.append("(reported TeX inside <code>, which is not math)")
+    return missed
+
+
+def chromium_executable() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    sys.exit("browser check: no chromium on PATH; install Debian's package: apt-get install -y chromium")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sites", nargs="+", type=Path)
+    parser.add_argument("--screenshots", type=Path)
+    args = parser.parse_args()
+    failures = 0
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport=VIEWPORT)
+        missed = self_test(context)
+        context.close()
+        print(f"self-test: {len(PLANTED) - len(missed)} of {len(PLANTED)} planted faults found"
+              + (f"; MISSED: {missed}" if missed else ""))
+        failures += bool(missed)
+        for site in args.sites:
+            label = "-".join(site.parts).lstrip("/-")  # _build/student/html -> _build-student-html
+            site = site.resolve()
+            if not (site / "index.html").exists():
+                print(f"{site}: not built (no index.html)")
+                failures += 1
+                continue
+            pages = sorted(p for p in site.rglob("*.html") if not {"_static", "_sources"} & set(p.parts))
+            context = browser.new_context(viewport=VIEWPORT)
+            bad = 0
+            for page_path in pages:
+                name = page_path.relative_to(site)
+                is_chapter = name.parts[0] == "book"
+                shot = (args.screenshots / label / f"{page_path.stem}.png"
+                        if args.screenshots and is_chapter else None)
+                problems = check_page(context, page_path, site, shot)
+                if problems:
+                    bad += 1
+                    print(f"FAILED {label}/{name}")
+                    for problem in problems:
+                        print(f"    {problem}")
+            context.close()
+            print(f"{site}: {len(pages)} pages opened, {bad} with problems")
+            failures += bad
+        browser.close()
+    if args.screenshots:
+        print(f"screenshots of each chapter's first screen: {args.screenshots}/")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
