@@ -361,10 +361,12 @@ def _fixed(value: float, decimals: int) -> str:
 
 def _fixed_effects_table(fit: LmerFit) -> str:
     """Estimates and standard errors to the places that give the smallest standard error four
-    significant digits (as R's printCoefmat does), t values to two places.
+    significant digits, t values to two places (R's printCoefmat also looks at the estimates).
 
-    That is the precision a fit guarantees on any machine: the optimizer leaves theta uncertain
-    in about its eighth digit, which moves a standard error in its seventh.
+    A convention, not a guarantee: the optimizer leaves theta uncertain in about its eighth
+    digit, which moves a standard error in about its seventh, so four digits leave a wide margin;
+    ``make test-portable`` checks the book's printed tables under several BLAS kernels and with
+    theta moved by 1e-6.
     """
     se = fit.stderr.to_numpy()
     positive = se[np.isfinite(se) & (se > 0)]
@@ -378,9 +380,10 @@ def _fixed_effects_table(fit: LmerFit) -> str:
 
 
 def _summary_text(fit: LmerFit, brief: bool = False) -> str:
-    """lme4's summary layout. Printed precision is what the fit guarantees across machines:
-    criteria to 4 places (they are flat at the optimum), variances and standard deviations to 5
-    significant digits, correlations to 3 places, scaled residuals to 4 places."""
+    """lme4's summary layout, printed at a precision that stays put across machines: the REML
+    criterion to 4 places and AIC, BIC, deviance to 2, log-likelihood to 3 (criteria are flat at
+    the optimum), variances and standard deviations to 5 significant digits, correlations to 3
+    places, scaled residuals to 4 places, fixed effects as ``_fixed_effects_table``."""
     method = "REML" if fit.reml else "maximum likelihood"
     lines = [f"Linear mixed model fit by {method}", f"Formula: {fit.formula}"]
     if fit.reml:

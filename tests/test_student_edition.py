@@ -18,6 +18,7 @@ def _tool(name):
 
 
 student_edition = _tool("student_edition")
+split = student_edition.split_solutions
 
 EXERCISE = "```{exercise}\n:label: ex-a\n\nShow that 1 + 1 = 2.\n```\n"
 SOLUTION = "```{solution} ex-a\n:class: dropdown\n\nCount: one, two.\n```\n"
@@ -25,30 +26,48 @@ SOLUTION = "```{solution} ex-a\n:class: dropdown\n\nCount: one, two.\n```\n"
 
 def test_solution_blocks_are_removed_and_exercises_kept():
     text = "# Chapter\n\n" + EXERCISE + "\n" + SOLUTION + "\nAfter.\n"
-    kept, removed = student_edition.split_solutions(text)
-    assert removed == [SOLUTION]
-    assert kept == "# Chapter\n\n" + EXERCISE + "\n" + "\nAfter.\n"
+    assert split(text) == ("# Chapter\n\n" + EXERCISE + "\n\nAfter.\n", [SOLUTION])
 
 
 def test_a_longer_fence_is_closed_only_by_a_fence_as_long():
     solution = "````{solution} ex-a\nCode:\n```python\nprint(1)\n```\nDone.\n````\n"
-    kept, removed = student_edition.split_solutions(EXERCISE + solution + "Tail\n")
-    assert removed == [solution]
-    assert kept == EXERCISE + "Tail\n"
+    assert split(EXERCISE + solution + "Tail\n") == (EXERCISE + "Tail\n", [solution])
 
 
-def test_colon_fenced_solutions_are_removed():
-    solution = ":::{solution} ex-a\nText\n:::\n"
-    kept, removed = student_edition.split_solutions("A\n" + solution + "B\n")
-    assert (kept, removed) == ("A\nB\n", [solution])
+def test_an_indented_code_fence_inside_a_solution_does_not_end_it():
+    solution = "````{solution} ex-a\n1. A list item with code:\n\n    ```python\n    x = 1\n    ```\n\n   Still the solution.\n````\n"
+    assert split(solution + "Tail\n") == ("Tail\n", [solution])
 
 
-def test_an_unclosed_solution_is_an_error():
+@pytest.mark.parametrize("fence", [":::", "~~~"])
+def test_colon_and_tilde_fences(fence):
+    solution = f"{fence}{{solution}} ex-a\nText\n{fence}\n"
+    assert split("A\n" + solution + "B\n") == ("A\nB\n", [solution])
+
+
+def test_a_solution_inside_another_directive_is_found():
+    text = "::::{admonition} Try it\nWork it out.\n:::{solution} ex-a\nAnswer.\n:::\n::::\nAfter\n"
+    assert split(text) == ("::::{admonition} Try it\nWork it out.\n::::\nAfter\n", [":::{solution} ex-a\nAnswer.\n:::\n"])
+
+
+def test_a_solution_shown_in_a_code_block_is_text_not_a_solution():
+    example = "````markdown\n```{solution} ex-a\nAnswer.\n```\n````\n"
+    assert split(example) == (example, [])
+
+
+def test_a_fence_indented_four_spaces_is_not_a_fence():
+    text = "    ```{solution} ex-a\n    code, not a directive\n"
+    assert split(text) == (text, [])
+
+
+def test_unclosed_and_gated_solutions_are_errors():
     with pytest.raises(ValueError, match="unclosed"):
-        student_edition.split_solutions("```{solution} ex-a\nno end\n")
+        split("```{solution} ex-a\nno end\n")
+    with pytest.raises(ValueError, match="gated"):
+        split("```{solution-start} ex-a\n```\nAnswer\n```{solution-end}\n```\n")
 
 
 def test_the_book_has_solutions_to_remove():
-    found = student_edition.solutions()
-    assert len(found) >= 20
-    assert all(s.source.lstrip().startswith("```{solution}") for s in found)
+    blocks = [b for page in student_edition.book_pages() for b in student_edition.strip_page(page)[1]]
+    assert len(blocks) >= 20
+    assert all(b.startswith("```{solution}") for b in blocks)

@@ -32,10 +32,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 VIEWPORT = {"width": 1280, "height": 900}
 
 # Resolves when MathJax (if the page asks for it) has typeset the page: 'typeset', 'no math',
-# or 'not started' when the page configures MathJax but the script never ran (10 s).
+# or 'not started' when the page configures MathJax but the script never ran (5 s).
 WAIT_FOR_MATHJAX = """async () => {
     if (!window.MathJax) return 'no math';
-    for (let i = 0; i < 200 && !(MathJax.startup && MathJax.startup.promise); i++)
+    for (let i = 0; i < 100 && !(MathJax.startup && MathJax.startup.promise); i++)
         await new Promise(r => setTimeout(r, 50));
     if (!(MathJax.startup && MathJax.startup.promise)) return 'not started';
     await MathJax.startup.promise;
@@ -50,7 +50,7 @@ INSPECT = """async () => {
          .forEach(e => e.remove());
     const text = clone.textContent;
     const raw = [];
-    for (const delimiter of ['\\\\(', '\\\\[']) {
+    for (const delimiter of ['\\\\(', '\\\\[', '\\\\begin{']) {
         let at = text.indexOf(delimiter);
         if (at >= 0) raw.push(text.slice(Math.max(0, at - 30), at + 50).replace(/\\s+/g, ' '));
     }
@@ -79,10 +79,10 @@ def link_problem(url: str, site: Path) -> str | None:
     if parsed.scheme != "file":
         return None
     target = Path(unquote(parsed.path))
-    if not target.exists():
-        return f"missing file {target.relative_to(site) if target.is_relative_to(site) else target}"
     if target.is_dir():
         target = target / "index.html"
+    if not target.exists():
+        return f"missing file {target.relative_to(site) if target.is_relative_to(site) else target}"
     fragment = unquote(parsed.fragment)
     if fragment and target.suffix == ".html" and fragment not in anchors(target):
         return f"missing anchor {target.name}#{fragment}"
@@ -95,7 +95,8 @@ def redirect_target(page_path: Path) -> str | None:
         "meta", attrs={"http-equiv": lambda v: v and v.lower() == "refresh"})
     if meta is None:
         return None
-    target = meta.get("content", "").partition("url=")[2].strip()
+    content = meta.get("content", "")
+    target = content[content.lower().find("url=") + 4:].strip() if "url=" in content.lower() else ""
     return (page_path.parent / target).resolve().as_uri() if target else page_path.as_uri()
 
 
@@ -135,31 +136,38 @@ def check_page(context, page_path: Path, site: Path, screenshot: Path | None) ->
 
 
 MATHJAX = Path(__file__).resolve().parent.parent / "vendor" / "mathjax-3.2.2" / "tex-svg-full.js"
-# A page with one fault of each kind the check looks for; the self-test must report every one.
-FAULTY_PAGE = rf"""<!DOCTYPE html><html><head>
+# Pages with one fault of each kind the check looks for, and what it must report for each.
+FAULTY_PAGES = {
+    "faulty.html": (rf"""<!DOCTYPE html><html><head>
 <script>window.MathJax = {{tex: {{inlineMath: [['\\(', '\\)']], packages: {{'[-]': ['noundefined']}}}}}};</script>
 <script defer src="{MATHJAX.as_uri()}"></script></head><body>
 <p><span class="math">\(\undefinedmacro x\)</span></p>
-<p><code>not math: \(x\)</code> and <span class="mathjax_ignore">left raw: \(y\)</span></p>
+<p><code>not math: \(x\)</code> and <span class="mathjax_ignore">left raw: \(y\) \begin{{align}} y \end{{align}}</span></p>
 <img src="missing.png"> <img src="https://example.invalid/remote.png">
-<a href="missing.html">a</a> <a href="#nowhere">b</a> <a href="#here" id="here">c</a>
+<a href="missing.html">a</a> <a href="#nowhere">b</a> <a href="#here" id="here">c</a> <a href="sub/">d</a>
 <script>undefinedFunction();</script><script>console.error("planted");</script>
-</body></html>"""
-PLANTED = ["MathJax error", "raw TeX left", "image did not load: missing.png", "external resource",
-           "JavaScript error", "console error: planted", "missing file missing.html",
-           "missing anchor faulty.html#nowhere"]
+</body></html>""", ["MathJax error", "left raw: \\(y", "\\begin{align}", "image did not load: missing.png",
+                    "external resource", "JavaScript error", "console error: planted", "missing file missing.html",
+                    "missing anchor faulty.html#nowhere", "missing file sub/index.html"]),
+    "no-mathjax.html": ("""<html><head><script>window.MathJax = {};</script>
+<script src="missing-mathjax.js"></script></head><body><p>text</p></body></html>""",
+                        ["MathJax did not start", "failed to load"]),
+    "redirect.html": ("""<html><head><meta http-equiv="refresh" content="0; URL=gone.html"></head></html>""",
+                      ["redirects to a broken target: missing file gone.html"]),
+}
 
 
 def self_test(context) -> list[str]:
-    """Faults planted in a page that the check does not report (empty: the check works)."""
+    """Planted faults that the check does not report (empty: the check works)."""
+    missed = []
     with tempfile.TemporaryDirectory() as folder:
-        page = Path(folder, "faulty.html")
-        page.write_text(FAULTY_PAGE)
-        (Path(folder) / "index.html").write_text("")
-        report = "\n".join(check_page(context, page, Path(folder), None))
-    missed = [fault for fault in PLANTED if fault not in report]
-    if "not math" in report:
-        missed.append("(reported TeX inside <code>, which is not math)")
+        (Path(folder) / "sub").mkdir()
+        for name, (html, expected) in FAULTY_PAGES.items():
+            Path(folder, name).write_text(html)
+            report = "\n".join(check_page(context, Path(folder, name), Path(folder), None))
+            missed += [f"{name}: {fault}" for fault in expected if fault not in report]
+            if "not math" in report:
+                missed.append(f"{name}: reported TeX inside <code>, which is not math")
     return missed
 
 
@@ -181,7 +189,8 @@ def main() -> int:
         context = browser.new_context(viewport=VIEWPORT)
         missed = self_test(context)
         context.close()
-        print(f"self-test: {len(PLANTED) - len(missed)} of {len(PLANTED)} planted faults found"
+        planted = sum(len(expected) for _, expected in FAULTY_PAGES.values())
+        print(f"self-test: {planted - len(missed)} of {planted} planted faults found"
               + (f"; MISSED: {missed}" if missed else ""))
         failures += bool(missed)
         for site in args.sites:

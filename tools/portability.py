@@ -1,12 +1,14 @@
 """Run nbval over every notebook under several OpenBLAS kernels and with theta shifted.
 
-Usage: python tools/portability.py book/*.ipynb          (make test-portable)
+Usage: python tools/portability.py PYTEST_ARGUMENTS        (make test-portable)
+
+PYTEST_ARGUMENTS are the nbval run's (the Makefile's NBVAL: -m pytest --nbval ... book/*.ipynb).
 
 The committed outputs must come out the same on any x86-64 machine. The last digits of a fit
 depend on the BLAS kernel the CPU selects, so the notebooks are re-run with OPENBLAS_CORETYPE set
 to each kernel below (kernels that OpenBLAS maps to one already run are reported and skipped), then
-twice more with every fitted theta moved by +-1e-6 relative (tests/portability/perturb_theta.py),
-a hundred times the spread seen across kernels: an output that changes there is printed on a
+twice more with every fitted theta moved by 1e-6 relative, with alternating signs across its
+components (tests/portability/perturb_theta.py), a hundred times the spread seen across kernels: an output that changes there is printed on a
 rounding edge or to more digits than the fit guarantees. Prints a table of the runs with their
 times, and exits non-zero when any run failed.
 """
@@ -25,8 +27,6 @@ CORETYPES = ["Prescott", "Haswell", "SkylakeX", "Zen"]
 THETA_SHIFTS = ["1e-6", "-1e-6"]
 ROOT = Path(__file__).resolve().parent.parent
 PERTURBATION = ROOT / "tests" / "portability" / "perturb_theta.py"
-NBVAL = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "--nbval-cell-timeout=300",
-         "-p", "no:randomly", "-q", "-o", "addopts="]
 
 
 def kernel_architecture(env: dict[str, str]) -> str:
@@ -56,13 +56,13 @@ def kernel_theta(env: dict[str, str]) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def run_nbval(notebooks: list[str], env: dict[str, str]) -> tuple[bool, float]:
+def run_nbval(arguments: list[str], env: dict[str, str]) -> tuple[bool, float]:
     start = time.perf_counter()
-    result = subprocess.run(NBVAL + notebooks, env=env, cwd=ROOT)
+    result = subprocess.run([sys.executable, *arguments], env=env, cwd=ROOT)
     return result.returncode == 0, time.perf_counter() - start
 
 
-def main(notebooks: list[str]) -> int:
+def main(arguments: list[str]) -> int:
     base = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "IPYTHONDIR")}
     own = kernel_architecture(base)
     plan: list[tuple[str, dict[str, str] | None, str]] = [(f"own kernel ({own})", base, "")]
@@ -80,9 +80,10 @@ def main(notebooks: list[str]) -> int:
         shutil.copy(PERTURBATION, startup / "00-perturb-theta.py")
         theta = kernel_theta(base)
         for shift in THETA_SHIFTS:
-            name = f"theta x (1 {'-' if shift.startswith('-') else '+'} {shift.lstrip('-')})"
+            name = f"theta moved by {shift} relative (sign alternating across components)"
             env = {**base, "IPYTHONDIR": ipython_dir, "LMMNOTES_THETA_SHIFT": shift}
-            # The shift must reach the notebooks' kernels, or these runs would prove nothing.
+            # The shift must reach the notebooks' kernels, or these runs would prove nothing
+            # (pulp has one theta, moved by +shift).
             moved = kernel_theta(env) / theta - 1
             if abs(moved - float(shift)) > 1e-9:
                 plan.append((name, None, f"FAILED: a kernel's theta moved by {moved:.2e}, not {shift}"))
@@ -93,7 +94,7 @@ def main(notebooks: list[str]) -> int:
                 rows.append((name, note))
                 continue
             print(f"\n=== nbval, {name}", flush=True)
-            ok, seconds = run_nbval(notebooks, env)
+            ok, seconds = run_nbval(arguments, env)
             rows.append((name, f"{'passed' if ok else 'FAILED'} ({seconds:.0f} s)"))
     print("\nPortability of the notebooks' outputs")
     width = max(len(name) for name, _ in rows)

@@ -7,14 +7,17 @@ Usage (from the repository root; ``make student`` and ``make student-check`` run
         block is deleted from the notebooks and Markdown pages (the exercises stay), with a
         _config.yml titled "(student edition)". Jupyter Book then builds that copy, so the HTML,
         the page sources (``_sources/``) and the notebooks behind the download buttons hold no
-        solution. Files are rewritten only when their content changes, so rebuilds are incremental.
+        solution.
 
     python tools/student_edition.py check _build/html _build/student
-        Search every file under _build/student for the text of each solution: its source lines
-        (as written in the notebooks) and its rendered sentences (as they appear in the full
-        edition's HTML, _build/html). Fails if any is found, if an exercise is missing, or if the
-        same search does not find every solution in the full edition (a check that cannot see
-        the solutions there could not see them in the student edition either).
+        Compare the student edition with the full edition (_build/html) and fail if
+          - any page's text differs from the full page's text with its solutions taken out
+            (Sphinx's own rendering decides what a solution is, not this tool's parser),
+          - any file under _build/student contains a solution's text: its source lines (as in the
+            notebooks) or its rendered sentences (as in the full edition's pages),
+          - the same search does not find every solution in the full edition, both in its page
+            and in its notebook under _sources (a search that cannot see them there could not
+            see them in the student edition either).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import re
 import shutil
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,52 +38,74 @@ BOOK = ROOT / "book"
 # What the book's build reads besides book/: its contents, bibliography, Sphinx extension, the
 # vendored MathJax, and the package sources that chapter 3 shows with literalinclude.
 COPIED = ["_toc.yml", "references.bib", "_ext", "vendor", "lmmnotes"]
-SOLUTION_OPENING = re.compile(r"^(?P<fence>`{3,}|:{3,})\{solution\}\s*(?P<label>\S*)")
+# A fence opens or closes a code block or a MyST directive: at most three spaces of indentation
+# (more makes an indented code block), then three or more backticks, tildes or colons.
+FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,}|:{3,})(?P<info>.*)$")
 MIN_FINGERPRINT = 30  # characters: shorter lines ("$$", ":class: dropdown") say nothing
 
 
-@dataclass(frozen=True)
-class Solution:
-    where: str  # file and exercise label, for messages
-    source: str  # the solution block as written, fences included
+def _closing_line(lines: list[str], start: int, char: str, length: int) -> int:
+    """The line that closes the fence opened at ``start``: the same character, at least as many
+    times, nothing after it (CommonMark; shorter fences inside, like a code block, do not close it)."""
+    for end in range(start + 1, len(lines)):
+        m = FENCE.match(lines[end].rstrip("\n"))
+        if m and m["fence"][0] == char and len(m["fence"]) >= length and not m["info"].strip():
+            return end
+    raise ValueError(f"unclosed fence: {lines[start].strip()!r}")
 
 
 def split_solutions(markdown: str) -> tuple[str, list[str]]:
-    """Remove the fenced ``{solution}`` blocks from MyST Markdown; return the rest and the blocks.
+    """Remove the ``{solution}`` directives from MyST Markdown; return the rest and the blocks.
 
-    A block opens with a fence of three or more backticks or colons followed by ``{solution}``
-    and closes at the next line made of the same character, at least as many times (MyST's rule,
-    so shorter fences nested inside, such as a code block, do not close it).
+    Directives are followed into their bodies (a solution may sit inside another directive);
+    literal blocks (code, or a Markdown example in a code block) are skipped whole, so a
+    ``{solution}`` shown inside one stays.
     """
     lines = markdown.splitlines(keepends=True)
-    kept, blocks, i = [], [], 0
+    kept: list[str] = []
+    blocks: list[str] = []
+    open_directives: list[tuple[str, int]] = []  # fences whose bodies are Markdown, innermost last
+    i = 0
     while i < len(lines):
-        opening = SOLUTION_OPENING.match(lines[i].strip())
-        if not opening:
+        m = FENCE.match(lines[i].rstrip("\n"))
+        if m is None:
             kept.append(lines[i])
             i += 1
             continue
-        fence = opening["fence"]
-        end = i + 1
-        while end < len(lines):
-            stripped = lines[end].strip()
-            if stripped and set(stripped) == {fence[0]} and len(stripped) >= len(fence):
-                break
-            end += 1
-        if end == len(lines):
-            raise ValueError(f"unclosed {{solution}} block: {lines[i].strip()!r}")
-        blocks.append("".join(lines[i:end + 1]))
-        i = end + 1
+        char, length, info = m["fence"][0], len(m["fence"]), m["info"].strip()
+        if (open_directives and not info and char == open_directives[-1][0]
+                and length >= open_directives[-1][1]):
+            open_directives.pop()  # the end of the innermost directive
+            kept.append(lines[i])
+            i += 1
+            continue
+        if info.startswith("{solution-start}"):
+            raise ValueError("gated solutions ({solution-start} ... {solution-end}) are not supported: "
+                             "write each solution as one {solution} block")
+        end = _closing_line(lines, i, char, length)
+        if info.startswith("{solution}"):
+            blocks.append("".join(lines[i:end + 1]))
+            i = end + 1
+        elif info.startswith("{"):
+            open_directives.append((char, length))
+            kept.append(lines[i])
+            i += 1
+        else:
+            kept += lines[i:end + 1]
+            i = end + 1
     return "".join(kept), blocks
 
 
-def _write_if_changed(path: Path, content: str) -> None:
-    if not path.exists() or path.read_text() != content:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
+def _notebook_markdown(notebook: dict) -> str:
+    return "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
 
 
-def _strip_notebook(text: str) -> tuple[str, list[str]]:
+def strip_page(path: Path) -> tuple[str, list[str]]:
+    """A page of the book (notebook or Markdown) without its solutions, as file content, and the
+    solution blocks it had."""
+    text = path.read_text()
+    if path.suffix != ".ipynb":
+        return split_solutions(text)
     notebook = json.loads(text)
     removed = []
     for cell in notebook["cells"]:
@@ -94,135 +120,150 @@ def book_pages() -> list[Path]:
     return sorted(BOOK.glob("*.ipynb")) + sorted(BOOK.glob("*.md"))
 
 
-def solutions() -> list[Solution]:
-    """Every solution block in the book's sources."""
-    found = []
-    for page in book_pages():
-        text = page.read_text()
-        blocks = _strip_notebook(text)[1] if page.suffix == ".ipynb" else split_solutions(text)[1]
-        for block in blocks:
-            label = SOLUTION_OPENING.match(block.strip())["label"]
-            found.append(Solution(f"{page.relative_to(ROOT)} ({label})", block))
-    return found
-
-
 def write_sources(target: Path) -> None:
-    """The book's sources without solutions, ready for ``jupyter-book build target``."""
+    """The book's sources without solutions, in ``target`` (emptied first), ready for
+    ``jupyter-book build target``."""
+    shutil.rmtree(target, ignore_errors=True)
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["title"] = f"{config['title']} (student edition)"
     config["sphinx"]["config"]["hide_solutions"] = True
-    _write_if_changed(target / "_config.yml", yaml.safe_dump(config, sort_keys=False))
+    target.mkdir(parents=True)
+    (target / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     for name in COPIED:
         source = ROOT / name
-        files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()
-                                                    and "__pycache__" not in p.parts]
-        for path in files:
-            destination = target / path.relative_to(ROOT)
-            if not destination.exists() or destination.read_bytes() != path.read_bytes():
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, destination)
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copyfile(source, target / name)
+    (target / "book").mkdir()
     for page in book_pages():
-        text = page.read_text()
-        stripped = _strip_notebook(text)[0] if page.suffix == ".ipynb" else split_solutions(text)[0]
-        _write_if_changed(target / page.relative_to(ROOT), stripped)
+        (target / page.relative_to(ROOT)).write_text(strip_page(page)[0])
 
 
 # ---- the leak check --------------------------------------------------------------------------
 
-def _normalize(text: str) -> str:
+@dataclass(frozen=True)
+class Fingerprints:
+    """Text of one solution that appears nowhere else in the book."""
+
+    where: str  # page and exercise label, for messages
+    page: str  # the page's stem, e.g. "05_blups"
+    source_lines: tuple[str, ...]  # lines of the block as written (whitespace folded)
+    sentences: tuple[str, ...]  # sentences of its rendered text in the full edition
+
+
+def _fold(text: str) -> str:
     return " ".join(text.split())
 
 
-def _readable_text(path: Path) -> str:
-    """What a reader or a search could find in a file: page text for HTML (plus the markup),
-    cell sources for notebooks (JSON escapes backslashes and quotes), the raw text otherwise."""
-    raw = path.read_bytes().decode("utf-8", errors="replace")
-    if path.suffix == ".html":
-        return _normalize(BeautifulSoup(raw, "html.parser").get_text(" ")) + "\n" + _normalize(raw)
-    if path.suffix == ".ipynb":
-        cells = json.loads(raw)["cells"]
-        return _normalize(" ".join("".join(c["source"]) for c in cells)) + "\n" + _normalize(raw)
-    return _normalize(raw)
-
-
-def _rendered_solutions(full_html: Path) -> tuple[list[str], dict[str, str]]:
-    """The rendered text of each solution in the full edition, and each page's text without them."""
-    texts, rest = [], {}
-    for page in sorted((full_html / "book").glob("*.html")):
-        soup = BeautifulSoup(page.read_text(), "html.parser")
-        for node in soup.select("div.solution"):
-            body = node.select_one("section") or node
-            texts.append(_normalize(body.get_text(" ")))
+def _page_text(html: str, drop_solutions: bool = False) -> tuple[str, list[str]]:
+    """The text of a page's article (whitespace folded) and, taken out of it if asked, the text
+    of each solution that Sphinx rendered there."""
+    soup = BeautifulSoup(html, "html.parser")
+    article = soup.select_one("article") or soup.body or soup
+    solutions = []
+    for node in article.select("div.solution"):
+        solutions.append(_fold((node.select_one("section") or node).get_text(" ")))
+        if drop_solutions:
             node.decompose()
-        rest[page.name] = _normalize(soup.get_text(" "))
-    return texts, rest
+    return _fold(article.get_text(" ")), solutions
 
 
-def fingerprints(full_html: Path) -> dict[str, list[str]]:
-    """For each solution, text that appears in it and nowhere else in the book.
+def fingerprints(full_html: Path) -> list[Fingerprints]:
+    """For each solution, source lines and rendered sentences that occur nowhere else in the book.
 
-    Source lines of the block (without its fence and options), and sentences of its rendered
-    text; anything that also occurs outside the solutions (a formula quoted in the exercise, say)
-    is dropped, since finding it proves nothing.
+    "Elsewhere" is judged without this tool's parser: a source line counts if the page's
+    Markdown holds it no more often than the solution blocks do, a sentence if the full
+    edition's page, with Sphinx's solution nodes taken out, does not contain it.
     """
-    student_sources = " ".join(_normalize(_strip_notebook(p.read_text())[0] if p.suffix == ".ipynb"
-                                          else split_solutions(p.read_text())[0]) for p in book_pages())
-    rendered, rest = _rendered_solutions(full_html)
-    outside = student_sources + " " + " ".join(rest.values())
-    result = {}
-    all_solutions = solutions()
-    if len(rendered) != len(all_solutions):
-        raise SystemExit(f"the full edition shows {len(rendered)} solutions, the sources hold "
-                         f"{len(all_solutions)}: build it first (make book-check)")
-    for solution, text in zip(all_solutions, rendered):
-        body = [line for line in solution.source.splitlines()[1:-1] if not line.startswith(":")]
-        candidates = [_normalize(line) for line in body]
-        candidates += [_normalize(s) for s in re.split(r"(?<=[.;:?])\s+", text)]
-        result[solution.where] = sorted({c for c in candidates
-                                         if len(c) >= MIN_FINGERPRINT and c not in outside})
+    result = []
+    for page in book_pages():
+        text = page.read_text()
+        markdown = _notebook_markdown(json.loads(text)) if page.suffix == ".ipynb" else text
+        blocks = strip_page(page)[1]
+        html = full_html / "book" / f"{page.stem}.html"
+        rest, rendered = _page_text(html.read_text(), drop_solutions=True) if html.exists() else ("", [])
+        if len(rendered) != len(blocks):
+            raise SystemExit(f"{page.name}: the sources hold {len(blocks)} solutions, the full edition's "
+                             f"page shows {len(rendered)}: rebuild it (make book)")
+        on_page = Counter(_fold(line) for line in markdown.splitlines())
+        in_blocks = Counter(_fold(line) for block in blocks for line in block.splitlines())
+        for block, shown in zip(blocks, rendered):
+            label = FENCE.match(block.splitlines()[0])["info"].split()[-1]
+            lines = {_fold(line) for line in block.splitlines()[1:-1] if not line.startswith(":")}
+            lines = {line for line in lines if len(line) >= MIN_FINGERPRINT and on_page[line] <= in_blocks[line]}
+            sentences = {_fold(s) for s in re.split(r"(?<=[.;:?])\s+", shown)}
+            sentences = {s for s in sentences if len(s) >= MIN_FINGERPRINT and s not in rest}
+            result.append(Fingerprints(f"{page.relative_to(ROOT)} ({label})", page.stem,
+                                       tuple(sorted(lines)), tuple(sorted(sentences))))
     return result
 
 
-def find_leaks(tree: Path, prints: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Solutions (by name) whose fingerprints occur in some file under ``tree``, with the files."""
-    leaks: dict[str, list[str]] = {}
-    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
-        text = _readable_text(path)
-        for where, marks in prints.items():
-            if any(mark in text for mark in marks):
-                leaks.setdefault(where, []).append(str(path.relative_to(tree)))
-    return leaks
+def _searchable(path: Path) -> str:
+    """What a reader could find in a file: the text and the markup of a page, the cell sources
+    of a notebook (its JSON escapes backslashes and quotes), the raw text of anything else."""
+    raw = path.read_bytes().decode("utf-8", errors="replace")
+    if path.suffix == ".html":
+        return _fold(BeautifulSoup(raw, "html.parser").get_text(" ")) + "\n" + _fold(raw)
+    if path.suffix == ".ipynb":
+        return _fold(" ".join("".join(c["source"]) for c in json.loads(raw)["cells"])) + "\n" + _fold(raw)
+    return _fold(raw)
+
+
+def found_in(text: str, prints: Fingerprints) -> list[str]:
+    """Which kinds of fingerprint of a solution occur in ``text``."""
+    return [kind for kind, marks in (("source", prints.source_lines), ("rendered", prints.sentences))
+            if any(mark in text for mark in marks)]
+
+
+def _exercise_count(pages) -> int:
+    return sum(len(BeautifulSoup(p.read_text(), "html.parser").select("div.exercise")) for p in pages)
 
 
 def check(full_html: Path, student: Path) -> int:
+    problems = []
     prints = fingerprints(full_html)
-    problems = [f"no fingerprint for the solution in {where}" for where, marks in prints.items() if not marks]
-    seen_in_full = find_leaks(full_html, prints)
-    problems += [f"the check does not find the solution in {where} in the full edition"
-                 for where in prints if where not in seen_in_full]
-    leaks = find_leaks(student, prints)
-    problems += [f"the solution in {where} appears in the student edition: {', '.join(files[:5])}"
-                 for where, files in leaks.items()]
-    exercises_full = sum(len(BeautifulSoup(p.read_text(), "html.parser").select("div.exercise"))
-                         for p in (full_html / "book").glob("*.html"))
-    exercises_student = sum(len(BeautifulSoup(p.read_text(), "html.parser").select("div.exercise"))
-                            for p in student.rglob("book/*.html"))
-    if exercises_student != exercises_full:
-        problems.append(f"the student edition shows {exercises_student} exercises, the full edition {exercises_full}")
-    n_files = sum(1 for p in student.rglob("*") if p.is_file())
+    for p in prints:
+        # The search must see each solution where the full edition has it: rendered in the page,
+        # as written in the notebook behind the download button.
+        page = _searchable(full_html / "book" / f"{p.page}.html")
+        sources = [s for s in (full_html / "_sources" / "book").glob(f"{p.page}.*") if s.is_file()]
+        if "rendered" not in found_in(page, p):
+            problems.append(f"the check cannot see the solution in {p.where} in the full edition's page")
+        if not any("source" in found_in(_searchable(s), p) for s in sources):
+            problems.append(f"the check cannot see the solution in {p.where} in the full edition's _sources")
+    leaks = 0
+    files = sorted(p for p in student.rglob("*") if p.is_file())
+    for path in files:
+        text = _searchable(path)
+        for p in prints:
+            if kinds := found_in(text, p):
+                leaks += 1
+                problems.append(f"the solution in {p.where} appears in {path.relative_to(student)} ({', '.join(kinds)})")
+    student_html = student / "html"
+    for page in sorted((full_html / "book").glob("*.html")):
+        expected, _ = _page_text(page.read_text(), drop_solutions=True)
+        twin = student_html / "book" / page.name
+        actual, shown = _page_text(twin.read_text()) if twin.exists() else ("", [])
+        if actual != expected or shown:
+            problems.append(f"book/{page.name}: the student page is not the full page without its solutions")
+    exercises = (_exercise_count((full_html / "book").glob("*.html")),
+                 _exercise_count((student_html / "book").glob("*.html")))
+    if exercises[0] != exercises[1]:
+        problems.append(f"the student edition shows {exercises[1]} exercises, the full edition {exercises[0]}")
     for problem in problems:
         print("FAILED:", problem)
-    print(f"student edition: {len(prints)} solutions ({sum(map(len, prints.values()))} fingerprints), "
-          f"each found in the full edition; searched {n_files} files under {student}: "
-          f"{len(leaks)} solutions found there; {exercises_student} exercises kept")
+    print(f"student edition: {len(prints)} solutions ({sum(len(p.source_lines) + len(p.sentences) for p in prints)} "
+          f"fingerprints); {len(files)} files searched, {leaks} leaks; {exercises[1]} of {exercises[0]} exercises kept; "
+          f"{'FAILED' if problems else 'passed'}")
     return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    command, *paths = sys.argv[1:]
-    if command == "sources":
+    command, *paths = sys.argv[1:] or [""]
+    if command == "sources" and len(paths) == 1:
         write_sources(Path(paths[0]))
-    elif command == "check":
+    elif command == "check" and len(paths) == 2:
         sys.exit(check(Path(paths[0]), Path(paths[1])))
     else:
         sys.exit(__doc__)
