@@ -12,7 +12,7 @@ CONSTRAINTS := requirements/constraints.txt
 NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 
 .PHONY: help env book student test unit nbval book-check student-check test-portable browser-test \
-	execute lab benchmark clean
+	execute mutation-probe lab benchmark clean
 
 help:
 	@echo "make book     build the HTML book into _build/html (creates .venv if needed)"
@@ -21,6 +21,7 @@ help:
 	@echo "make browser-test   open every page of both editions in headless Chromium"
 	@echo "make student  build the student edition (no solutions) into _build/student/html"
 	@echo "make execute  re-execute every notebook in place, in order"
+	@echo "make mutation-probe  plant one-line bugs in a copy of the package; the tests must catch each"
 	@echo "make lab      open the notebooks in JupyterLab"
 	@echo "make benchmark  print the speed figures"
 	@echo "make clean    remove .venv and _build"
@@ -86,6 +87,10 @@ browser-test: book student
 
 execute: $(STAMP)
 	$(BIN)/python tools/execute_notebooks.py $(NOTEBOOKS)
+
+# One-line bugs planted in a copy of the package; the unit tests must catch each (a few minutes).
+mutation-probe: $(STAMP)
+	$(BIN)/python tools/mutation_probe.py
 
 # Jupyter refuses to start as root (as in many containers) unless told it may.
 lab: $(STAMP)

@@ -35,6 +35,18 @@ from .results import LmerFit
 
 ZERO_TOLERANCE = 1e-5  # a bootstrap LRT below this counts as zero (theta-hat on the boundary)
 CHUNK = 50  # responses are simulated in chunks of this size, whatever n_jobs, so a seed gives the same draws
+TIE_TOLERANCE = 1e-10  # statistics this close count as equal (a difference of criteria that is 0 exactly)
+
+
+def upper_tail_p(samples: np.ndarray, observed: float) -> float:
+    """The share of ``samples`` at least as large as ``observed``: the simulated p-value.
+
+    Values within ``TIE_TOLERANCE`` of ``observed`` count as ties, hence as at least as large: a
+    statistic that is 0 in exact arithmetic (the alternative's variance estimated at 0) comes out
+    as a difference of two criteria, +-1e-15, and must still give p = 1 against the many
+    simulated statistics that are exactly 0.
+    """
+    return float(np.mean(samples >= observed - TIE_TOLERANCE))
 
 
 # ---- the general simulate / refit loop ----------------------------------------------------------
@@ -393,7 +405,7 @@ def lrt(null, alt: LmerFit, nsim: int = 1000, seed=None, *, n_jobs: int = 1, pro
     if (~ok).mean() > 0.01:
         raise RuntimeError(f"{int((~ok).sum())} of {nsim} bootstrap refits failed; the p-value would be unreliable")
     kept = samples[ok]
-    p_boot = float(np.mean(kept >= observed - 1e-10))
+    p_boot = upper_tail_p(kept, observed)
     p_chisq = float(stats.chi2.sf(observed, df))
     p_mixture = np.nan
     if _adds_one_random_term(null_model, alt_model):  # Self and Liang (1987); Stram and Lee (1994)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .bootstrap import upper_tail_p
 from .criterion import profiled_criterion
 from .results import LmerFit
 
@@ -87,4 +88,4 @@ def exact_rlrt(fit: LmerFit, nsim: int = 10000, seed=None) -> ExactRlrtResult:
     statistic = max(null_criterion - fit.criterion, 0.0)
     mu = rlrt_eigenvalues(fit)
     samples = simulate_rlrt(mu, n - p, nsim, seed)
-    return ExactRlrtResult(float(statistic), float(np.mean(samples >= statistic)), nsim, mu, samples)
+    return ExactRlrtResult(float(statistic), upper_tail_p(samples, statistic), nsim, mu, samples)

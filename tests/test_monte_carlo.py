@@ -1,0 +1,192 @@
+"""Simulation-based code checked against exact answers, tightly enough to notice a 10% error.
+
+Every simulator is compared with a moment it must have exactly, and every bootstrap or simulated
+p-value with an exact p-value, at a tolerance derived from the number of draws B:
+
+* a mean of B independent draws with standard deviation s has standard error s / sqrt(B);
+* a sample variance of B normal draws has relative standard error sqrt(2 / (B - 1));
+* a proportion p from B draws has standard error sqrt(p (1 - p) / B).
+
+Each comparison allows 4 standard errors (a false alarm about once in 16,000 for one check; the
+draws are seeded, so a test gives the same answer every run), and B is chosen so that 4 standard
+errors are well below the 10% errors that tools/mutation_probe.py plants.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from scipy import stats
+
+from lmmnotes import exact_rlrt, lmer, lrt, simulate_design
+from lmmnotes.prediction import _draws, _new_effects
+
+from .conftest import book_data
+
+Z4 = 4.0  # standard errors allowed
+
+
+@pytest.fixture(scope="module")
+def pulp():
+    return book_data("pulp")
+
+
+@pytest.fixture(scope="module")
+def pulp_reml(pulp):
+    return lmer("bright ~ 1 + (1 | operator)", pulp)
+
+
+def _mean_squares(Y, codes, a):
+    """Between- and within-group mean squares of each column of Y (balanced one-way layout)."""
+    n = Y.shape[0] // a
+    means = np.stack([Y[codes == j].mean(axis=0) for j in range(a)])
+    msa = n * ((means - Y.mean(axis=0)) ** 2).sum(axis=0) / (a - 1)
+    mse = sum(((Y[codes == j] - means[j]) ** 2).sum(axis=0) for j in range(a)) / (a * (n - 1))
+    return msa, mse
+
+
+# ---- simulate: the marginal and the conditional distribution ------------------------------------
+def test_simulate_has_the_model_covariance(pulp, pulp_reml):
+    """y* ~ N(X beta, sigma^2 (I + Z Lambda Lambda' Z')): for pulp, E(MSA) = sigma^2 + 5 sigma_a^2
+    and E(MSE) = sigma^2. MSA/E(MSA) ~ chi2_3/3, so the mean of B of them has relative standard
+    error sqrt(2 / (3 B)) = 0.41% at B = 40,000 (tolerance 1.6%; a 5% error in the random-effect
+    SD moves E(MSA) by 7.8%)."""
+    B = 40_000
+    Y = pulp_reml.simulate(B, seed=11).to_numpy()
+    msa, mse = _mean_squares(Y, pulp["operator"].cat.codes.to_numpy(), 4)
+    s2, s2a = pulp_reml.sigma**2, pulp_reml.varcorr["vcov"].iloc[0]
+    assert msa.mean() == pytest.approx(s2 + 5 * s2a, rel=Z4 * np.sqrt(2 / (3 * B)))
+    assert mse.mean() == pytest.approx(s2, rel=Z4 * np.sqrt(2 / (16 * B)))
+
+
+def test_simulate_with_a_random_slope_has_the_model_covariance():
+    """For one PSID person, the B draws' sample covariance against sigma^2 (I + Z_i Lambda Lambda' Z_i');
+    each entry's standard error is sqrt((S_jk^2 + S_jj S_kk) / B)."""
+    psid = book_data("psid")
+    fit = lmer("log(income) ~ cyear + (cyear | person)", psid)
+    rows = np.flatnonzero(psid["person"] == psid["person"].iloc[0])
+    B = 20_000
+    Y = fit.simulate(B, seed=5).to_numpy()[rows]
+    Zi = np.column_stack([np.ones(len(rows)), psid["cyear"].to_numpy()[rows]])
+    D = fit.covariances()["person"].to_numpy()
+    S = Zi @ D @ Zi.T + fit.sigma**2 * np.eye(len(rows))
+    se = np.sqrt((S**2 + np.outer(np.diag(S), np.diag(S))) / B)
+    assert np.all(np.abs(np.cov(Y) - S) < Z4 * se)
+    assert np.all(np.abs(Y.mean(axis=1) - fit.predict(re_form="~0").to_numpy()[rows]) < Z4 * np.sqrt(np.diag(S) / B))
+    # The random-effects part is what the slope adds: a 10% error in it would move it by 21%.
+    offdiag = ~np.eye(len(rows), dtype=bool)
+    assert np.mean(np.cov(Y)[offdiag]) == pytest.approx(np.mean(S[offdiag]), rel=0.05)
+
+
+def test_simulate_keeping_the_modes_adds_only_residual_noise(pulp_reml):
+    """use_u=True: y* ~ N(fitted values, sigma^2 I). The pooled variance of B x 20 draws has
+    relative standard error sqrt(2 / (20 B)) = 0.22% at B = 20,000."""
+    B = 20_000
+    Y = pulp_reml.simulate(B, seed=3, use_u=True).to_numpy()
+    fitted = pulp_reml.fitted().to_numpy()
+    s2 = pulp_reml.sigma**2
+    assert np.mean((Y - fitted[:, None]) ** 2) == pytest.approx(s2, rel=Z4 * np.sqrt(2 / (20 * B)))
+    assert np.all(np.abs(Y.mean(axis=1) - fitted) < Z4 * np.sqrt(s2 / B))
+    C = np.corrcoef(Y)
+    assert np.all(np.abs(C[~np.eye(20, dtype=bool)]) < Z4 / np.sqrt(B))  # independent rows
+
+
+# ---- simulate_design: the truth it is given ------------------------------------------------------
+def test_simulate_design_draws_the_given_variances():
+    """20,000 groups of two: the pair means have variance sigma_b^2 + sigma^2 / 2, and half the
+    squared difference within a pair has mean sigma^2; each estimate has relative SE
+    sqrt(2 / 20,000) = 1% (tolerance 4%; a 10% error in sigma_b^2 moves the first by 7.8%, one in
+    sigma^2 the second by 10%)."""
+    groups = 20_000
+    design = pd.DataFrame({"g": np.repeat(np.arange(groups), 2).astype(str)})
+    sim = simulate_design(design, "y ~ 1 + (1 | g)", fixef=[10.0], covariances={"g": 4.0}, sigma=1.5, seed=2)
+    y = sim.data["y"].to_numpy().reshape(groups, 2)
+    tolerance = Z4 * np.sqrt(2 / groups)
+    assert np.var(y.mean(axis=1), ddof=1) == pytest.approx(4.0 + 1.5**2 / 2, rel=tolerance)
+    assert np.mean((y[:, 0] - y[:, 1]) ** 2 / 2) == pytest.approx(1.5**2, rel=tolerance)
+    assert np.var(sim.ranef["g"].to_numpy(), ddof=1) == pytest.approx(4.0, rel=tolerance)
+
+
+def test_simulate_design_draws_the_given_covariance_matrix():
+    """A random intercept and slope: the sample covariance of 20,000 drawn effects against the
+    given matrix, entry by entry (standard error sqrt((S_jk^2 + S_jj S_kk) / B))."""
+    groups = 20_000
+    design = pd.DataFrame({"g": np.repeat(np.arange(groups), 3).astype(str), "x": np.tile([0.0, 1.0, 2.0], groups)})
+    S = np.array([[2.0, -0.6], [-0.6, 0.5]])
+    sim = simulate_design(design, "y ~ 1 + x + (1 + x | g)", fixef=[1.0, 0.5], covariances={"g": S}, sigma=0.0, seed=4)
+    b = sim.ranef["g"].to_numpy()
+    assert np.all(np.abs(np.cov(b.T) - S) < Z4 * np.sqrt((S**2 + np.outer(np.diag(S), np.diag(S))) / groups))
+    y = sim.data["y"].to_numpy().reshape(groups, 3)  # sigma = 0: y = 1 + 0.5 x + b0 + b1 x exactly
+    assert np.allclose(y, 1.0 + b[:, [0]] + (0.5 + b[:, [1]]) * np.array([0.0, 1.0, 2.0]))
+
+
+# ---- prediction intervals: the recipe's draws --------------------------------------------------
+def test_new_group_effects_have_the_estimated_covariance(pulp_reml):
+    """Each row with a new level gets an effect with variance sigma_a^2 (relative SE sqrt(2 / B))."""
+    B = 100_000
+    new = pd.DataFrame({"operator": ["new"] * B})
+    effects = _new_effects(pulp_reml, pulp_reml.prediction_matrices(new), np.random.default_rng(8))
+    assert np.var(effects) == pytest.approx(pulp_reml.varcorr["vcov"].iloc[0], rel=Z4 * np.sqrt(2 / B))
+    known = pd.DataFrame({"operator": ["a"] * 10})
+    assert np.all(_new_effects(pulp_reml, pulp_reml.prediction_matrices(known), np.random.default_rng(8)) == 0)
+
+
+def test_prediction_draws_for_a_new_group_have_the_exact_variance(pulp_reml):
+    """For balanced one-way data the refitted intercept is the grand mean of the simulated data,
+    whatever the refitted theta, so a new operator's draw has variance exactly
+    sigma_a^2 (1 + 1/4) + sigma^2 (1 + 1/20): the estimate's, the new effect's, the new error's.
+    B = 8000 draws: relative SE sqrt(2 / B) = 1.6%, tolerance 6.3% (a new error 10% too large
+    moves it by 12%, a new effect 20% too large by 15%; a 5% error in one of them alone would
+    need about four times as many draws, each a refit, so the new effect is also checked on its
+    own above)."""
+    B = 8000
+    draws = _draws(pulp_reml, pd.DataFrame({"operator": ["new"]}), B, np.random.default_rng(21), known=False)[:, 0]
+    s2, s2a = pulp_reml.sigma**2, pulp_reml.varcorr["vcov"].iloc[0]
+    assert np.var(draws, ddof=1) == pytest.approx(s2a * (1 + 1 / 4) + s2 * (1 + 1 / 20), rel=Z4 * np.sqrt(2 / B))
+    assert np.mean(draws) == pytest.approx(pulp_reml.fixef.iloc[0], abs=Z4 * np.sqrt(np.var(draws) / B))
+
+
+# ---- bootstrap and simulated p-values against exact ones ---------------------------------------
+def test_pulp_bootstrap_lrt_estimates_the_exact_f_test(pulp):
+    """Balanced one-way data: the LRT is a monotone function of F = MSA/MSE, and under the null
+    F ~ F(3, 16) exactly, so the bootstrap p-value estimates P(F(3,16) >= 4.2039) = 0.0226 and the
+    share of zero statistics is exactly P(F(3,16) < 4/3) = 0.7015 (the ML estimate of sigma_a^2
+    is zero exactly when SSA/a < MSE). B = 40,000: standard errors 0.00074 and 0.0023."""
+    B = 40_000
+    ml = lmer("bright ~ 1 + (1 | operator)", pulp, reml=False)
+    test = lrt(smf.ols("bright ~ 1", pulp).fit(), ml, nsim=B, seed=2026)
+    f_obs = smf.ols("bright ~ C(operator)", pulp).fit().fvalue
+    p_exact, zero_exact = stats.f.sf(f_obs, 3, 16), stats.f.cdf(4 / 3, 3, 16)
+    assert test.p_boot == pytest.approx(p_exact, abs=Z4 * np.sqrt(p_exact * (1 - p_exact) / B))
+    assert test.fraction_zero == pytest.approx(zero_exact, abs=Z4 * np.sqrt(zero_exact * (1 - zero_exact) / B))
+
+
+def test_exact_rlrt_estimates_the_exact_f_test(pulp, pulp_reml):
+    """The restricted LRT is monotone in F too, so its simulated p-value estimates the same 0.0226."""
+    B = 100_000
+    result = exact_rlrt(pulp_reml, nsim=B, seed=9)
+    p_exact = stats.f.sf(smf.ols("bright ~ C(operator)", pulp).fit().fvalue, 3, 16)
+    assert result.p_value == pytest.approx(p_exact, abs=Z4 * np.sqrt(p_exact * (1 - p_exact) / B))
+
+
+@pytest.fixture(scope="module")
+def equal_means(pulp):
+    """Pulp with every operator's mean moved to the grand mean: no evidence of an operator effect."""
+    centred = pulp.copy()
+    group_means = centred.groupby("operator", observed=True)["bright"].transform("mean")
+    centred["bright"] = centred["bright"] - group_means + centred["bright"].mean()
+    return centred
+
+
+def test_an_observed_statistic_of_zero_has_p_value_one(equal_means):
+    """With equal group means the ML and REML estimates of sigma_a^2 are 0 and the statistics are
+    0, so every simulated statistic is at least as large: both p-values are exactly 1."""
+    ml = lmer("bright ~ 1 + (1 | operator)", equal_means, reml=False)
+    assert ml.theta[0] == 0.0
+    test = lrt(smf.ols("bright ~ 1", equal_means).fit(), ml, nsim=2000, seed=1)
+    assert test.statistic == 0.0
+    assert test.p_boot == 1.0 and test.p_boot_se == 0.0
+    assert 0.6 < test.fraction_zero < 0.8  # many ties at zero: what makes ">=" matter
+    rlrt = exact_rlrt(lmer("bright ~ 1 + (1 | operator)", equal_means), nsim=2000, seed=1)
+    assert rlrt.statistic == pytest.approx(0.0, abs=1e-12)
+    assert rlrt.p_value == 1.0

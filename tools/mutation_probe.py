@@ -1,0 +1,135 @@
+"""Does the test suite notice small bugs? Apply one-line mutants to a copy of the package and run it.
+
+Usage: python tools/mutation_probe.py [--list] [NAME ...]          (make mutation-probe)
+
+Each mutant below changes one expression of ``lmmnotes`` the way a plausible bug would (a
+comparison off by its boundary, a simulation scaled by 10%, a tolerance loosened). For each, the
+package and the tests are copied to a temporary folder, the mutant is applied there, and the unit
+tests run against the copy (``pytest -x``, stopping at the first failure). A mutant is *caught*
+when some test fails; one that passes the whole suite shows where the tests are blind. The
+repository itself is never modified. Prints a line per mutant and the score; exits non-zero when
+any mutant survives. Run it after changing the tests, and add a mutant for every bug the tests
+should have caught but did not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # file under the repository root
+    original: str  # text that must occur exactly once in the file
+    mutated: str
+
+
+MUTANTS = [
+    # The bootstrap LRT and the exact RLRT share upper_tail_p; "lrt-p-strict" and "rlrt-p-strict"
+    # break each caller, "p-strict" the shared comparison.
+    Mutant("p-strict", "lmmnotes/bootstrap.py",
+           "np.mean(samples >= observed - TIE_TOLERANCE)", "np.mean(samples > observed)"),
+    Mutant("lrt-p-strict", "lmmnotes/bootstrap.py",
+           "p_boot = upper_tail_p(kept, observed)", "p_boot = float(np.mean(kept > observed))"),
+    Mutant("rlrt-p-strict", "lmmnotes/rlrt.py",
+           "upper_tail_p(samples, statistic)", "float(np.mean(samples > statistic))"),
+    Mutant("simulate-ranef-sd-x1.1", "lmmnotes/results.py",
+           "Z @ (Lam @ (self.sigma * rng.standard_normal((q, nsim))))",
+           "Z @ (Lam @ (1.1 * self.sigma * rng.standard_normal((q, nsim))))"),
+    Mutant("simulate-use-u-noise-x1.1", "lmmnotes/results.py",
+           "y = signal + self.sigma * rng.standard_normal((n, nsim))",
+           "y = signal + (1.1 if use_u else 1.0) * self.sigma * rng.standard_normal((n, nsim))"),
+    Mutant("prediction-new-error-x1.1", "lmmnotes/prediction.py",
+           "draws[k] += fit.sigma * rng.standard_normal(len(newdata))",
+           "draws[k] += 1.1 * fit.sigma * rng.standard_normal(len(newdata))"),
+    Mutant("prediction-new-group-x1.2", "lmmnotes/prediction.py",
+           "T = fit.sigma * t.template(fit.theta[s])", "T = 1.2 * fit.sigma * t.template(fit.theta[s])"),
+    Mutant("simulate-design-variance-x1.1", "lmmnotes/simulate.py",
+           "rng.multivariate_normal(np.zeros(t.p), S, size=t.n_levels",
+           "rng.multivariate_normal(np.zeros(t.p), 1.1 * S, size=t.n_levels"),
+    Mutant("lrt-zero-tolerance-1e-2", "lmmnotes/bootstrap.py",
+           "ZERO_TOLERANCE = 1e-5", "ZERO_TOLERANCE = 1e-2"),
+]
+
+
+def apply(mutant: Mutant, root: Path) -> None:
+    path = root / mutant.path
+    text = path.read_text()
+    if text.count(mutant.original) != 1:
+        raise SystemExit(f"mutant {mutant.name}: the original text occurs {text.count(mutant.original)} "
+                         f"times in {mutant.path}; update the mutant to the current code")
+    path.write_text(text.replace(mutant.original, mutant.mutated))
+
+
+def copy_repository(root: Path) -> None:
+    """The files git knows of (tracked, or new and not ignored), as they are in the work tree."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, root / name)
+
+
+def run_suite(root: Path) -> tuple[int, str, float]:
+    """Run the unit tests on the copy at ``root``: pytest's exit status, its verdict, seconds."""
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    where = subprocess.run([sys.executable, "-c", "import lmmnotes; print(lmmnotes.__file__)"],
+                           cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(where).is_relative_to(root):  # the tests would run the unmutated package
+        raise SystemExit(f"the copy imports lmmnotes from {where}, not from {root}")
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                             "-p", "no:randomly", "tests"], cwd=root, env=env, capture_output=True, text=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    verdict = lines[0] if lines else (result.stdout.strip().splitlines() or ["(no output)"])[-1]
+    return result.returncode, verdict[:160], time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="run only these mutants")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
+    if args.list or not chosen:
+        for m in MUTANTS:
+            print(f"{m.name:32} {m.path}: {m.original!r} -> {m.mutated!r}")
+        return 0 if args.list else 2
+    survivors, broken = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        baseline = Path(folder, "unmutated")
+        copy_repository(baseline)
+        status, detail, seconds = run_suite(baseline)
+        print(f"{'passes  ' if status == 0 else 'FAILS   '} {'(no mutant)':32} ({seconds:4.0f} s)  {detail}", flush=True)
+        if status != 0:
+            print("mutation probe: the unmutated copy does not pass its tests; fix that first")
+            return 1
+        for mutant in chosen:
+            root = Path(folder, mutant.name)
+            shutil.copytree(baseline, root)
+            apply(mutant, root)
+            status, detail, seconds = run_suite(root)
+            verdict = {0: "SURVIVED", 1: "caught  "}.get(status, "ERROR   ")
+            (survivors if status == 0 else broken if status != 1 else []).append(mutant.name)
+            print(f"{verdict} {mutant.name:32} ({seconds:4.0f} s)  {detail}", flush=True)
+    caught = len(chosen) - len(survivors) - len(broken)
+    print(f"mutation probe: {caught} of {len(chosen)} mutants caught"
+          + (f"; survived: {', '.join(survivors)}" if survivors else "")
+          + (f"; the suite could not run with: {', '.join(broken)}" if broken else ""))
+    return 1 if survivors or broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
