@@ -1,5 +1,9 @@
 """Tests of lmmnotes.datasets."""
 
+import hashlib
+import json
+import pathlib
+
 import pandas as pd
 import pytest
 from pandas.api.types import is_float_dtype, is_integer_dtype
@@ -60,3 +64,15 @@ def test_each_load_is_a_fresh_copy():
 def test_unknown_name_lists_the_available_ones():
     with pytest.raises(DataError, match="unknown data set 'pulpp'.*eggs, hsb, irrigation, psid, pulp"):
         datasets.load("pulpp")
+
+
+@pytest.mark.parametrize("reference", ["lme4_fits.json", "inference.json"])
+def test_reference_values_were_computed_from_these_data_files(reference):
+    """The R scripts record the MD5 of each CSV they read: an edited data file must come with
+    reference values recomputed from it (Rscript tests/reference/*.R)."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    recorded = json.loads((root / "tests" / "reference" / reference).read_text())["data_md5"]
+    assert recorded, "no checksums recorded"
+    for name, md5 in recorded.items():
+        actual = hashlib.md5((root / "data" / f"{name}.csv").read_bytes()).hexdigest()
+        assert actual == md5, f"data/{name}.csv is not the file {reference} was computed from; re-run the R scripts"

@@ -60,6 +60,8 @@ MUTANTS = [
            "rng.multivariate_normal(np.zeros(t.p), 1.1 * S, size=t.n_levels"),
     Mutant("lrt-zero-tolerance-1e-2", "lmmnotes/bootstrap.py",
            "ZERO_TOLERANCE = 1e-5", "ZERO_TOLERANCE = 1e-2"),
+    Mutant("kr-no-scaling", "lmmnotes/kenward_roger.py",
+           "statistic = scaling * F", "statistic = F"),
 ]
 
 

@@ -9,3 +9,10 @@ psid$person <- factor(psid$person)
 psid$cyear <- psid$year - 78
 hsb <- read_data("hsb")
 hsb$school <- factor(hsb$school)
+
+# MD5 checksums of the data files a script read, recorded in its JSON: the Python tests compare
+# them with the files in data/, so an edited CSV cannot leave the reference values silently stale.
+data_md5 <- function(names) {
+  paths <- file.path("data", paste0(names, ".csv"))
+  setNames(as.list(unname(tools::md5sum(paths))), names)
+}

@@ -61,7 +61,21 @@ kr <- function(large, small) {
 psid_full <- lmer(log(income) ~ cyear * sex + age + educ + (cyear | person), data = psid)
 psid_small <- lmer(log(income) ~ cyear + sex + age + educ + (cyear | person), data = psid)
 
+# Tests of two fixed effects at once on unbalanced data, where the scaling lambda is not 1: sex and
+# its interaction with time (a smaller model), and an explicit restriction matrix L (rows: cyear
+# equals educ's coefficient, age's coefficient is 0), both at lme4's fit of psid_full.
+psid_no_sex <- lmer(log(income) ~ cyear + age + educ + (cyear | person), data = psid)
+psid_L <- rbind(c(0, 1, 0, 0, -1, 0), c(0, 0, 0, 1, 0, 0))
+kr_L <- function(large, L) {
+  t <- KRmodcomp(large, L)$test
+  list(statistic = t["Ftest", "stat"], ndf = t["Ftest", "ndf"], ddf = t["Ftest", "ddf"],
+       scaling = t["Ftest", "F.scaling"], p_value = t["Ftest", "p.value"], L = L)
+}
+
 kenward_roger <- list(
+  psid_sex = kr(psid_full, psid_no_sex),
+  psid_restriction = kr_L(psid_full, psid_L),
+  psid_full_theta = unname(getME(psid_full, "theta")),
   irrigation_interaction = kr(irr_full, irr_add),
   irrigation_variety = kr(irr_add, irr_no_variety),
   irrigation_irrigation = kr(irr_add, irr_no_irrigation),
@@ -140,6 +154,7 @@ result <- list(
   pbkrtest_version = as.character(packageVersion("pbkrtest")),
   rlrsim_version = as.character(packageVersion("RLRsim")),
   r_version = R.version.string,
+  data_md5 = data_md5(c("pulp", "eggs", "irrigation", "psid")),
   pulp_lrt = pulp_lrt,
   kenward_roger = kenward_roger,
   exact_rlrt = exact_rlrt,

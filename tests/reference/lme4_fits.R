@@ -76,6 +76,7 @@ msg <- tryCatch({
 result <- list(
   lme4_version = as.character(packageVersion("lme4")),
   r_version = R.version.string,
+  data_md5 = data_md5(c("pulp", "eggs", "irrigation", "psid", "hsb")),
   models = out,
   median_fit_seconds = timings,
   irrigation_field_variety_error = msg
