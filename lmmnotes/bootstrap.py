@@ -21,6 +21,7 @@ second.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -117,11 +118,25 @@ def _in_worker(function: Callable, Y: np.ndarray):
 
 
 def _pool(n_jobs: int, *shared) -> ProcessPoolExecutor:
-    """Worker processes holding ``shared`` (the fit, the statistic). With the fork start method
-    they inherit these objects instead of unpickling them, so lambdas work as statistics;
-    only the simulated responses travel to the workers."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    """Worker processes holding ``shared`` (the fit, the statistic); only the simulated responses
+    travel to them afterwards.
+
+    Where the platform can fork (Linux, macOS), the workers inherit ``shared``, so any statistic
+    works, a lambda included. Elsewhere (Windows) they are spawned and receive ``shared`` by
+    pickling, which a lambda or a function defined inside another cannot survive: that is
+    refused here with the way out, rather than failing inside the pool.
+    """
+    if "fork" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("fork")
+    else:
+        context = multiprocessing.get_context("spawn")
+        try:
+            pickle.dumps(shared)
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            raise ValueError(
+                "n_jobs > 1 starts new Python processes, which on this platform (no 'fork') receive the "
+                "statistic by pickling, and it cannot be pickled: define it with def at the top level of a "
+                f"module (not as a lambda or inside a function), or use n_jobs=1 ({error})") from None
     return ProcessPoolExecutor(max_workers=n_jobs, mp_context=context, initializer=_start_worker, initargs=shared)
 
 

@@ -35,16 +35,23 @@ def _new_effects(fit: LmerFit, matrices: tuple, rng: np.random.Generator) -> np.
     return out
 
 
-def _draws(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.Generator, known: bool) -> np.ndarray:
+def _draw_parts(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.Generator, known: bool) -> np.ndarray:
+    """The three parts of each bootstrap draw, shape (3, nsim, rows): the refitted prediction (the
+    estimates' uncertainty), the new group's random effect (0 for a known group), the new error."""
     Y = fit.simulate(nsim, seed=rng, use_u=known).to_numpy()
     matrices = fit.prediction_matrices(newdata)  # built once; only beta and b change between refits
-    draws = np.empty((nsim, len(newdata)))
+    parts = np.zeros((3, nsim, len(newdata)))
     for k in range(nsim):
-        draws[k] = fit.refit(Y[:, k])._predict_with(matrices)
+        parts[0, k] = fit.refit(Y[:, k])._predict_with(matrices)
         if not known:
-            draws[k] += _new_effects(fit, matrices, rng)
-        draws[k] += fit.sigma * rng.standard_normal(len(newdata))
-    return draws
+            parts[1, k] = _new_effects(fit, matrices, rng)
+        parts[2, k] = fit.sigma * rng.standard_normal(len(newdata))
+    return parts
+
+
+def _draws(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.Generator, known: bool) -> np.ndarray:
+    """Bootstrap draws of new observations at the rows of ``newdata``, shape (nsim, rows)."""
+    return _draw_parts(fit, newdata, nsim, rng, known).sum(axis=0)
 
 
 def prediction_interval(fit: LmerFit, newdata: pd.DataFrame, level: float = 0.95, nsim: int = 1000, seed=None) -> pd.DataFrame:

@@ -171,7 +171,12 @@ def test_simulation_refuses_bad_parameters(crossed):
 def test_plots_draw_one_point_per_observation_and_level():
     fit = lmer(EGGS, book_data("eggs"))
     ax = plots.caterpillar(fit, "Lab")
-    assert len(ax.get_yticks()) == 6
+    labs = fit.ranef(condvar=True)["Lab"].sort_values("(Intercept)")
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(labs.index)  # sorted by mode
+    points = ax.lines[0].get_xydata()  # the modes, at 0, 1, ..., 5
+    np.testing.assert_allclose(points[:, 0], labs["(Intercept)"])
+    segments = ax.collections[0].get_segments()  # the 95% intervals: mode -+ 1.96 conditional SD
+    np.testing.assert_allclose([s[1, 0] - s[0, 0] for s in segments], 2 * 1.959964 * labs["condsd_(Intercept)"], rtol=1e-6)
     axes = plots.residual_plots(fit)
     assert len(axes[0].collections[0].get_offsets()) == fit.nobs
     axes = plots.residual_plots(fit, level="population")

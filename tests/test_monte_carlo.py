@@ -19,7 +19,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from lmmnotes import exact_rlrt, lmer, lrt, simulate_design
-from lmmnotes.prediction import _draws, _new_effects
+from lmmnotes.prediction import _draw_parts, _draws, _new_effects
 
 from .conftest import book_data
 
@@ -133,17 +133,29 @@ def test_new_group_effects_have_the_estimated_covariance(pulp_reml):
 
 def test_prediction_draws_for_a_new_group_have_the_exact_variance(pulp_reml):
     """For balanced one-way data the refitted intercept is the grand mean of the simulated data,
-    whatever the refitted theta, so a new operator's draw has variance exactly
-    sigma_a^2 (1 + 1/4) + sigma^2 (1 + 1/20): the estimate's, the new effect's, the new error's.
-    B = 8000 draws: relative SE sqrt(2 / B) = 1.6%, tolerance 6.3% (a new error 10% too large
-    moves it by 12%, a new effect 20% too large by 15%; a 5% error in one of them alone would
-    need about four times as many draws, each a refit, so the new effect is also checked on its
-    own above)."""
+    whatever the refitted theta, so each part of a new operator's draw has an exact variance: the
+    estimate's sigma_a^2 / 4 + sigma^2 / 20, the new effect's sigma_a^2, the new error's sigma^2.
+    B = 8000 draws: relative SE sqrt(2 / B) = 1.6% for each, tolerance 6.3%, so a 5% error in
+    one standard deviation (10% in its variance) fails."""
     B = 8000
-    draws = _draws(pulp_reml, pd.DataFrame({"operator": ["new"]}), B, np.random.default_rng(21), known=False)[:, 0]
+    parts = _draw_parts(pulp_reml, pd.DataFrame({"operator": ["new"]}), B, np.random.default_rng(21), known=False)
     s2, s2a = pulp_reml.sigma**2, pulp_reml.varcorr["vcov"].iloc[0]
-    assert np.var(draws, ddof=1) == pytest.approx(s2a * (1 + 1 / 4) + s2 * (1 + 1 / 20), rel=Z4 * np.sqrt(2 / B))
+    tolerance = Z4 * np.sqrt(2 / B)
+    for part, variance in zip(parts[:, :, 0], [s2a / 4 + s2 / 20, s2a, s2]):
+        assert np.var(part, ddof=1) == pytest.approx(variance, rel=tolerance)
+    draws = parts.sum(axis=0)[:, 0]
     assert np.mean(draws) == pytest.approx(pulp_reml.fixef.iloc[0], abs=Z4 * np.sqrt(np.var(draws) / B))
+    # the recipe's draws are the sum of these parts
+    new = pd.DataFrame({"operator": ["new", "a"]})
+    np.testing.assert_array_equal(_draws(pulp_reml, new, 20, np.random.default_rng(1), known=False),
+                                  _draw_parts(pulp_reml, new, 20, np.random.default_rng(1), known=False).sum(axis=0))
+
+
+def test_prediction_draws_for_a_known_group_have_no_new_effect(pulp_reml):
+    """A known operator's draws keep its effect (no new one) and add the same new error."""
+    parts = _draw_parts(pulp_reml, pd.DataFrame({"operator": ["a"]}), 1000, np.random.default_rng(3), known=True)
+    assert np.all(parts[1] == 0)
+    assert np.var(parts[2], ddof=1) == pytest.approx(pulp_reml.sigma**2, rel=Z4 * np.sqrt(2 / 1000))
 
 
 # ---- bootstrap and simulated p-values against exact ones ---------------------------------------
