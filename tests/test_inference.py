@@ -10,6 +10,7 @@ probability a must lie between our empirical quantiles at a -+ 4 sqrt(a (1 - a) 
 import json
 import multiprocessing
 import pathlib
+import re
 
 import numpy as np
 import pandas as pd
@@ -164,13 +165,16 @@ def _reference_frame(key: str) -> pd.DataFrame:
     return pd.DataFrame({"lower": ref["lower"], "upper": ref["upper"]}, index=ref["names"], dtype=float)
 
 
-@pytest.mark.parametrize("key,formula,data", [("pulp_profile", PULP, "pulp"), ("eggs_profile", EGGS, "eggs")])
-def test_profile_intervals_match_lme4(key, formula, data):
-    ours = confint(lmer(formula, book_data(data)), method="profile")
+@pytest.mark.parametrize("key,formula,data,reml", [
+    ("pulp_profile", PULP, "pulp", True), ("pulp_ml_profile", PULP, "pulp", False),
+    ("eggs_profile", EGGS, "eggs", True), ("psid_profile", PSID, "psid", True)])
+def test_profile_intervals_match_lme4(key, formula, data, reml):
+    ours = confint(lmer(formula, book_data(data), reml=reml), method="profile")
     ref = _reference_frame(key)
     assert list(ours.columns) == ["2.5 %", "97.5 %"]
-    assert list(ours.index[:-1]) == list(ref.index[:-1])  # fixed-effect names follow formulaic
-    np.testing.assert_allclose(ours.to_numpy(), ref.to_numpy(), atol=1e-4)  # observed: 4e-5 (eggs), 5e-6 (pulp)
+    r_names = [re.sub(r"\[T\.(.*?)\]", r"\1", name) for name in ours.index]  # formulaic's sex[T.M] is R's sexM
+    assert r_names == list(ref.index)
+    np.testing.assert_allclose(ours.to_numpy(), ref.to_numpy(), atol=1e-4)  # observed: 4e-5 (eggs), 5e-6 (pulp), 7e-7 (PSID)
 
 
 def test_profile_intervals_with_a_correlation_match_lme4():

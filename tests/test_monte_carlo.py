@@ -159,18 +159,42 @@ def test_prediction_draws_for_a_known_group_have_no_new_effect(pulp_reml):
 
 
 # ---- bootstrap and simulated p-values against exact ones ---------------------------------------
-def test_pulp_bootstrap_lrt_estimates_the_exact_f_test(pulp):
+@pytest.fixture(scope="module")
+def pulp_lrt_40000(pulp):
+    ml = lmer("bright ~ 1 + (1 | operator)", pulp, reml=False)
+    return lrt(smf.ols("bright ~ 1", pulp).fit(), ml, nsim=40_000, seed=2026)
+
+
+def _f_statistic(data) -> float:
+    return smf.ols("bright ~ C(operator)", data).fit().fvalue
+
+
+def test_pulp_bootstrap_lrt_estimates_the_exact_f_test(pulp, pulp_lrt_40000):
     """Balanced one-way data: the LRT is a monotone function of F = MSA/MSE, and under the null
     F ~ F(3, 16) exactly, so the bootstrap p-value estimates P(F(3,16) >= 4.2039) = 0.0226 and the
     share of zero statistics is exactly P(F(3,16) < 4/3) = 0.7015 (the ML estimate of sigma_a^2
     is zero exactly when SSA/a < MSE). B = 40,000: standard errors 0.00074 and 0.0023."""
-    B = 40_000
-    ml = lmer("bright ~ 1 + (1 | operator)", pulp, reml=False)
-    test = lrt(smf.ols("bright ~ 1", pulp).fit(), ml, nsim=B, seed=2026)
-    f_obs = smf.ols("bright ~ C(operator)", pulp).fit().fvalue
-    p_exact, zero_exact = stats.f.sf(f_obs, 3, 16), stats.f.cdf(4 / 3, 3, 16)
+    B, test = 40_000, pulp_lrt_40000
+    p_exact, zero_exact = stats.f.sf(_f_statistic(pulp), 3, 16), stats.f.cdf(4 / 3, 3, 16)
     assert test.p_boot == pytest.approx(p_exact, abs=Z4 * np.sqrt(p_exact * (1 - p_exact) / B))
     assert test.fraction_zero == pytest.approx(zero_exact, abs=Z4 * np.sqrt(zero_exact * (1 - zero_exact) / B))
+
+
+@pytest.mark.parametrize("u", [0.8, 0.9, 0.95, 0.99])
+def test_pulp_bootstrap_lrt_quantiles_are_the_exact_ones(pulp, pulp_lrt_40000, u):
+    """The same monotone map gives the exact null quantiles of T: the u-quantile is T computed on
+    data whose F is the u-quantile of F(3, 16) (pulp with its operator deviations rescaled). The
+    bootstrap's empirical quantiles at u -+ 4 sqrt(u (1 - u) / B) must bracket it (B = 40,000:
+    u -+ 0.004 at u = 0.95)."""
+    B = 40_000
+    grand, group_mean = pulp["bright"].mean(), pulp.groupby("operator", observed=True)["bright"].transform("mean")
+    scale = np.sqrt(stats.f.ppf(u, 3, 16) / _f_statistic(pulp))
+    rescaled = pulp.assign(bright=grand + scale * (group_mean - grand) + (pulp["bright"] - group_mean))
+    exact = 2 * (lmer("bright ~ 1 + (1 | operator)", rescaled, reml=False).loglik
+                 - smf.ols("bright ~ 1", rescaled).fit().llf)
+    width = Z4 * np.sqrt(u * (1 - u) / B)
+    lower, upper = np.quantile(pulp_lrt_40000.samples, [u - width, u + width])
+    assert lower <= exact <= upper
 
 
 def test_exact_rlrt_estimates_the_exact_f_test(pulp, pulp_reml):
