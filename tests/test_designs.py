@@ -16,9 +16,11 @@ import statsmodels.formula.api as smf  # noqa: E402
 from lmmnotes import DataError, anova, lmer, plots  # noqa: E402
 from lmmnotes.simulate import simulate_design  # noqa: E402
 
+from .conftest import REFERENCE as LME4  # noqa: E402
 from .conftest import book_data  # noqa: E402
 
-DESIGNS = json.loads((pathlib.Path(__file__).parent / "reference" / "inference.json").read_text())["designs"]
+INFERENCE = json.loads((pathlib.Path(__file__).parent / "reference" / "inference.json").read_text())
+DESIGNS = INFERENCE["designs"]
 EGGS = "Fat ~ 1 + (1 | Lab) + (1 | Lab:Technician) + (1 | Lab:Technician:Sample)"
 
 
@@ -96,12 +98,14 @@ def test_split_plot_matches_r_aov_strata():
         if ref["F"][k] is not None:
             assert table.loc[name, "F"] == pytest.approx(ref["F"][k], rel=1e-8)
             assert table.loc[name, "p_value"] == pytest.approx(ref["p"][k], rel=1e-6)
-    # Kenward-Roger reproduces the same F tests for this balanced design (issue values): 0.3882 and 0.2452
-    assert table.loc["irrigation", "F"] == pytest.approx(0.3882, abs=1e-4)
-    assert table.loc["irrigation:variety", "F"] == pytest.approx(0.2452, abs=1e-4)
-    # positive moment estimates equal REML's: sigma_field 4.0249, sigma 1.4517 (lme4)
-    assert np.sqrt(result.sigma2_whole_plot) == pytest.approx(4.0249, abs=1e-4)
-    assert np.sqrt(result.sigma2_resid) == pytest.approx(1.4517, abs=1e-4)
+    # pbkrtest's Kenward-Roger F tests are the strata's F tests for this balanced design
+    kr = INFERENCE["kenward_roger"]
+    assert table.loc["irrigation", "F"] == pytest.approx(kr["irrigation_irrigation"]["statistic"], rel=1e-6)
+    assert table.loc["irrigation:variety", "F"] == pytest.approx(kr["irrigation_interaction"]["statistic"], rel=1e-6)
+    # positive moment estimates equal REML's (lme4's standard deviations, to its optimizer's 1e-8)
+    sd_field, sd_resid = LME4["models"]["irrigation_reml"]["varcorr"]["sdcor"]
+    assert np.sqrt(result.sigma2_whole_plot) == pytest.approx(sd_field, rel=1e-7)
+    assert np.sqrt(result.sigma2_resid) == pytest.approx(sd_resid, rel=1e-7)
 
 
 def test_split_plot_refuses_bad_designs():

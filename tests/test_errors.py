@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-import lmmnotes
 from lmmnotes import DataError, FormulaError, anova, bootstrap, confint, kenward_roger, lmer, lrt, plots
 from lmmnotes import prediction_interval, simulate_design
 from lmmnotes.anova import balanced_mean_squares
@@ -134,4 +133,3 @@ def test_simulate_design_checks_the_truth_it_is_given():
 def test_lmmnotes_errors_are_value_errors():
     """Callers can catch the package's input errors as ValueError, as numpy's and pandas' are."""
     assert issubclass(DataError, ValueError) and issubclass(FormulaError, ValueError)
-    assert lmmnotes.DataError is DataError
