@@ -124,6 +124,18 @@ def test_simulate_design_draws_the_given_covariance_matrix():
     assert np.allclose(y, 1.0 + b[:, [0]] + (0.5 + b[:, [1]]) * np.array([0.0, 1.0, 2.0]))
 
 
+def test_simulate_design_with_crossed_factors_adds_each_drawn_effect():
+    """sigma = 0: each response is exactly X beta plus its worker's and its location's drawn effect."""
+    rng = np.random.default_rng(0)
+    design = pd.DataFrame({"worker": rng.choice([f"w{i}" for i in range(30)], 400),
+                           "location": rng.choice([f"l{j}" for j in range(12)], 400), "x": rng.normal(size=400)})
+    sim = simulate_design(design, "y ~ 1 + x + (1 | worker) + (1 | location)", fixef=[10.0, 2.0],
+                          covariances={"worker": 4.0, "location": 1.0}, sigma=0.0, seed=6)
+    worker = sim.ranef["worker"]["(Intercept)"].reindex(design["worker"]).to_numpy()
+    location = sim.ranef["location"]["(Intercept)"].reindex(design["location"]).to_numpy()
+    np.testing.assert_allclose(sim.data["y"], 10.0 + 2.0 * design["x"] + worker + location, rtol=1e-12)
+
+
 # ---- prediction intervals: the recipe's draws --------------------------------------------------
 def test_new_group_effects_have_the_estimated_covariance(pulp_reml):
     """Each row with a new level gets an effect with variance sigma_a^2 (relative SE sqrt(2 / B))."""
