@@ -18,7 +18,8 @@ import pytest
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from lmmnotes import exact_rlrt, lmer, lrt, simulate_design
+import lmmnotes
+from lmmnotes import bootstrap, exact_rlrt, lmer, lrt, simulate_design
 from lmmnotes.prediction import _draw_parts, _draws, _new_effects
 
 from .conftest import book_data
@@ -246,3 +247,29 @@ def test_an_observed_statistic_of_zero_has_p_value_one(equal_means):
     rlrt = exact_rlrt(lmer("bright ~ 1 + (1 | operator)", equal_means), nsim=2000, seed=1)
     assert rlrt.statistic == pytest.approx(0.0, abs=1e-12)
     assert rlrt.p_value == 1.0
+
+
+def test_pulp_bootstrap_of_the_reml_estimates_has_the_exact_distribution(pulp_reml):
+    """Balanced one-way REML is closed form in MSA and MSE: sd = sqrt(max(0, (MSA - MSE) / 5)),
+    sigma^2 = MSE (or SST / 19 when MSA < MSE, the boundary), intercept = the grand mean. Under the
+    parametric bootstrap MSA ~ (sigma^2 + 5 sigma_a^2) chi2_3 / 3 and MSE ~ sigma^2 chi2_16 / 16,
+    independent, and the grand mean ~ N(mu, (sigma^2 + 5 sigma_a^2) / 20), so 10^6 such draws give the bootstrap distribution to within 0.0001 in
+    probability. Our B = 4000 refits must put its 2.5% and 97.5% points between their quantiles at
+    u -+ 4 sqrt(u (1 - u) / B), that is u -+ 0.0099."""
+    B = 4000
+    result = bootstrap(pulp_reml, lmmnotes.intervals.all_parameters, nsim=B, seed=17)
+    s2, s2a = pulp_reml.sigma**2, pulp_reml.varcorr["vcov"].iloc[0]
+    rng = np.random.default_rng(0)
+    msa = (s2 + 5 * s2a) * rng.chisquare(3, 10**6) / 3
+    mse = s2 * rng.chisquare(16, 10**6) / 16
+    exact = {
+        "sd_(Intercept)|operator": np.sqrt(np.maximum(0.0, (msa - mse) / 5)),
+        "sigma": np.sqrt(np.where(msa >= mse, mse, (3 * msa + 16 * mse) / 19)),
+        "(Intercept)": pulp_reml.fixef.iloc[0] + np.sqrt((s2 + 5 * s2a) / 20) * rng.standard_normal(10**6),
+    }
+    for name, draws in exact.items():
+        ours = result.replicates[name].to_numpy()
+        for u in (0.025, 0.975):
+            width = Z4 * np.sqrt(u * (1 - u) / B)
+            lower, upper = np.quantile(ours, [max(u - width, 0.0), min(u + width, 1.0)])
+            assert lower - 1e-12 <= np.quantile(draws, u) <= upper + 1e-12, (name, u)
