@@ -111,7 +111,9 @@ def test_lrt_is_seeded_and_lmer_null_works(pulp_ml):
     one = lrt(small, big, nsim=40, seed=3)
     two = lrt(small, big, nsim=40, seed=3, n_jobs=2)
     np.testing.assert_allclose(one.samples, two.samples)
-    assert one.statistic == pytest.approx(2 * (big.loglik - small.loglik))
+    # lme4's anova(small, big): its Chisq and p, from lme4's own log-likelihoods
+    assert one.statistic == pytest.approx(REF["eggs_lrt"]["chisq"], abs=1e-6)
+    assert one.p_chisq == pytest.approx(REF["eggs_lrt"]["p_value"], abs=1e-6) and one.df == REF["eggs_lrt"]["df"]
     assert one.p_mixture == pytest.approx(0.5 * one.p_chisq)  # one variance added: the 50:50 mixture
     # three variances added at once: the 50:50 mixture does not apply and is not reported
     three = lrt(smf.ols("Fat ~ 1", eggs).fit(), big, nsim=20, seed=3)
@@ -143,10 +145,13 @@ def test_bootstrap_reports_failures_and_is_the_same_for_any_n_jobs(pulp_reml):
     one = bootstrap(pulp_reml, statistic, nsim=60, seed=5)
     two = bootstrap(pulp_reml, statistic, nsim=60, seed=5, n_jobs=2)
     pd.testing.assert_frame_equal(one.replicates, two.replicates)
-    assert one.n_failed == int(one.replicates.iloc[:, 0].isna().sum()) > 0
+    # the same seed without failures: NaN rows exactly where the statistic raised, the rest equal
+    every = bootstrap(pulp_reml, lambda fit: fit.fixef, nsim=60, seed=5).replicates.iloc[:, 0]
+    failed = every > 60.5
     assert len(one.replicates) == 60  # failed replicates are kept as NaN rows
-    ok = one.replicates.iloc[:, 0].dropna()
-    assert (ok <= 60.5).all()
+    assert one.replicates.iloc[:, 0].isna().equals(failed)
+    assert one.n_failed == int(failed.sum()) > 0
+    pd.testing.assert_series_equal(one.replicates.iloc[:, 0][~failed], every[~failed])
 
 
 def test_parallel_bootstrap_where_processes_cannot_fork(pulp_reml, monkeypatch):

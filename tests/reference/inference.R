@@ -149,6 +149,13 @@ designs <- list(
   eggs_nested = lapply(eggs_aov, stratum)
 )
 
+# ---- eggs: the likelihood-ratio statistic of two nested ML fits, as anova() reports it ------------
+eggs_full_ml <- lmer(Fat ~ 1 + (1 | Lab) + (1 | Lab:Technician) + (1 | Lab:Technician:Sample), data = eggs,
+                     REML = FALSE)
+eggs_no_lab_ml <- lmer(Fat ~ 1 + (1 | Lab:Technician) + (1 | Lab:Technician:Sample), data = eggs, REML = FALSE)
+eggs_anova <- anova(eggs_no_lab_ml, eggs_full_ml)
+eggs_lrt <- list(chisq = eggs_anova$Chisq[2], df = eggs_anova$Df[2], p_value = eggs_anova$`Pr(>Chisq)`[2])
+
 result <- list(
   lme4_version = as.character(packageVersion("lme4")),
   pbkrtest_version = as.character(packageVersion("pbkrtest")),
@@ -156,6 +163,7 @@ result <- list(
   r_version = R.version.string,
   data_md5 = data_md5(c("pulp", "eggs", "irrigation", "psid")),
   pulp_lrt = pulp_lrt,
+  eggs_lrt = eggs_lrt,
   kenward_roger = kenward_roger,
   exact_rlrt = exact_rlrt,
   intervals = intervals,
