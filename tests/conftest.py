@@ -3,6 +3,7 @@
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from lmmnotes import datasets
@@ -21,3 +22,13 @@ def book_data(name: str):
 @pytest.fixture(scope="session")
 def reference():
     return REFERENCE
+
+
+def quantile_agrees(samples, a: float, reference: float, B_ref: int | None = None) -> bool:
+    """Whether ``reference``, the a-quantile of a distribution (estimated from B_ref draws, or
+    exact when B_ref is None), lies between the empirical quantiles of ``samples`` at
+    a -+ 4 sqrt(a (1 - a) (1/B + 1/B_ref)): four Monte Carlo standard errors in probability."""
+    samples = np.asarray(samples)[np.isfinite(samples)]
+    width = 4 * np.sqrt(a * (1 - a) * (1 / len(samples) + (1 / B_ref if B_ref else 0.0)))
+    lo, hi = np.quantile(samples, [max(a - width, 0.0), min(a + width, 1.0)])
+    return lo - 1e-12 <= reference <= hi + 1e-12

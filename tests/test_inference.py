@@ -23,7 +23,7 @@ from lmmnotes import bootstrap, confint, exact_rlrt, kenward_roger, lmer, lrt, p
 from lmmnotes.bootstrap import _scalar_term_deviances
 
 from .conftest import REFERENCE as LME4
-from .conftest import book_data
+from .conftest import book_data, quantile_agrees
 
 REF = json.loads((pathlib.Path(__file__).parent / "reference" / "inference.json").read_text())
 PULP = "bright ~ 1 + (1 | operator)"
@@ -35,13 +35,6 @@ def agrees_to_mc_error(p: float, B: int, p_ref: float, B_ref: int) -> bool:
     p_bar = (p * B + p_ref * B_ref) / (B + B_ref)
     se = np.sqrt(max(p_bar * (1 - p_bar), 1e-4) * (1 / B + 1 / B_ref))
     return abs(p - p_ref) <= 4 * se
-
-
-def quantile_agrees(samples: np.ndarray, a: float, reference: float, B_ref: int) -> bool:
-    samples = samples[np.isfinite(samples)]
-    width = 4 * np.sqrt(a * (1 - a) * (1 / len(samples) + 1 / B_ref))
-    lo, hi = np.quantile(samples, [max(a - width, 0.0), min(a + width, 1.0)])
-    return lo - 1e-12 <= reference <= hi + 1e-12
 
 
 @pytest.fixture(scope="module")

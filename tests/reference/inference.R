@@ -52,7 +52,7 @@ irr_add <- lmer(yield ~ irrigation + variety + (1 | field), data = irrigation)
 irr_no_variety <- lmer(yield ~ irrigation + (1 | field), data = irrigation)
 irr_no_irrigation <- lmer(yield ~ variety + (1 | field), data = irrigation)
 
-kr <- function(large, small) {
+kr <- function(large, small) {  # small: the smaller model, or a restriction matrix L
   t <- KRmodcomp(large, small)$test
   list(statistic = t["Ftest", "stat"], ndf = t["Ftest", "ndf"], ddf = t["Ftest", "ddf"],
        scaling = t["Ftest", "F.scaling"], p_value = t["Ftest", "p.value"])
@@ -66,15 +66,10 @@ psid_small <- lmer(log(income) ~ cyear + sex + age + educ + (cyear | person), da
 # equals educ's coefficient, age's coefficient is 0), both at lme4's fit of psid_full.
 psid_no_sex <- lmer(log(income) ~ cyear + age + educ + (cyear | person), data = psid)
 psid_L <- rbind(c(0, 1, 0, 0, -1, 0), c(0, 0, 0, 1, 0, 0))
-kr_L <- function(large, L) {
-  t <- KRmodcomp(large, L)$test
-  list(statistic = t["Ftest", "stat"], ndf = t["Ftest", "ndf"], ddf = t["Ftest", "ddf"],
-       scaling = t["Ftest", "F.scaling"], p_value = t["Ftest", "p.value"], L = L)
-}
 
 kenward_roger <- list(
   psid_sex = kr(psid_full, psid_no_sex),
-  psid_restriction = kr_L(psid_full, psid_L),
+  psid_restriction = c(kr(psid_full, psid_L), list(L = psid_L)),
   psid_full_theta = unname(getME(psid_full, "theta")),
   irrigation_interaction = kr(irr_full, irr_add),
   irrigation_variety = kr(irr_add, irr_no_variety),
