@@ -17,11 +17,17 @@ from .checks import DataError
 
 # For each data set: the columns that are factors.  Every other column is numeric.
 FACTORS: dict[str, tuple[str, ...]] = {
+    "breaking": ("operator", "day", "supplier"),
+    "denim": ("supplier",),
+    "eggprod": ("treat", "block"),
     "eggs": ("Lab", "Technician", "Sample"),
     "hsb": ("school", "minority", "sex", "sector", "himinty"),
     "irrigation": ("field", "irrigation", "variety"),
+    "lawn": ("manufact", "machine", "speed"),
     "psid": ("sex", "person"),
     "pulp": ("operator",),
+    "ratdrink": ("subject", "treat"),
+    "vision": ("power", "eye", "subject"),
 }
 
 

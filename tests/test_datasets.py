@@ -13,6 +13,13 @@ from lmmnotes import DataError, datasets
 EXPECTED = {
     # name: (rows, {column: "category" | "int" | "float"})
     "pulp": (20, {"bright": "float", "operator": "category"}),
+    # exercise data sets (faraway 1.0.9)
+    "breaking": (16, {"y": "int", "operator": "category", "day": "category", "supplier": "category"}),
+    "denim": (95, {"waste": "float", "supplier": "category"}),
+    "eggprod": (12, {"treat": "category", "block": "category", "eggs": "int"}),
+    "lawn": (24, {"manufact": "category", "machine": "category", "speed": "category", "time": "int"}),
+    "ratdrink": (135, {"wt": "int", "weeks": "int", "subject": "category", "treat": "category"}),
+    "vision": (56, {"acuity": "int", "power": "category", "eye": "category", "subject": "category"}),
     "eggs": (48, {"Fat": "float", "Lab": "category", "Technician": "category", "Sample": "category"}),
     "irrigation": (16, {"field": "category", "irrigation": "category", "variety": "category", "yield": "float"}),
     "psid": (1661, {"age": "int", "educ": "int", "sex": "category", "income": "int", "year": "int", "person": "category"}),
@@ -62,7 +69,7 @@ def test_each_load_is_a_fresh_copy():
 
 
 def test_unknown_name_lists_the_available_ones():
-    with pytest.raises(DataError, match="unknown data set 'pulpp'.*eggs, hsb, irrigation, psid, pulp"):
+    with pytest.raises(DataError, match="unknown data set 'pulpp'.*breaking, denim, eggprod, eggs, hsb, irrigation, lawn, psid, pulp, ratdrink, vision"):
         datasets.load("pulpp")
 
 
