@@ -200,6 +200,31 @@ def prob_negative(icc: float | np.ndarray, a: int, n: int) -> float | np.ndarray
     return float(result) if result.ndim == 0 else result
 
 
+def estimator_variance(icc: float | np.ndarray, a: int, n: int, *, total: float = 1.0) -> float | np.ndarray:
+    r"""Exact variance of the balanced ANOVA estimator :math:`(\mathrm{MSA} - \mathrm{MSE})/n`.
+
+    Under the normal one-way model :math:`\mathrm{SSA}/(\sigma^2 + n\sigma_\alpha^2) \sim \chi^2_{a-1}`
+    and :math:`\mathrm{SSE}/\sigma^2 \sim \chi^2_{a(n-1)}`, independently, and a chi-square with
+    :math:`k` degrees of freedom has variance :math:`2k`, so
+
+    .. math::  \operatorname{Var}(\hat\sigma_\alpha^2) = \frac{2}{n^2}\left[
+               \frac{(\sigma^2 + n\sigma_\alpha^2)^2}{a-1} + \frac{\sigma^4}{a(n-1)}\right].
+
+    The components are given by the intraclass correlation ``icc`` and the total variance
+    ``total`` :math:`= \sigma_\alpha^2 + \sigma^2`: :math:`\sigma_\alpha^2 = \rho\,\text{total}`,
+    :math:`\sigma^2 = (1 - \rho)\,\text{total}`. The estimator is unbiased (not truncated), so
+    this is also its mean squared error.
+    """
+    icc = np.asarray(icc, dtype=float)
+    if np.any((icc < 0) | (icc >= 1)):
+        raise ValueError("icc must lie in [0, 1)")
+    if a < 2 or n < 2:
+        raise ValueError(f"the balanced one-way design needs a >= 2 groups of n >= 2 observations, got a = {a}, n = {n}")
+    sigma2_group, sigma2 = icc * total, (1 - icc) * total
+    result = 2 / n**2 * ((sigma2 + n * sigma2_group) ** 2 / (a - 1) + sigma2**2 / (a * (n - 1)))
+    return float(result) if result.ndim == 0 else result
+
+
 # ---- balanced nested designs of any depth -----------------------------------------------------------
 @dataclass(frozen=True)
 class NestedAnova:
