@@ -1,18 +1,28 @@
 r"""Prediction intervals for new observations, by parametric bootstrap.
 
-A new observation :math:`y_0 = x_0^\top\beta + z_0^\top b_g + \varepsilon_0` is uncertain for three
-reasons: the estimates :math:`\hat\beta`, the group's random effect :math:`b_g`, and the new
-error :math:`\varepsilon_0`. The bootstrap draws all three:
+A new observation :math:`y_0 = x_0^\top\beta + z_0^\top b + \varepsilon_0` is predicted by the EBLUP
+:math:`\hat y_0 = x_0^\top\hat\beta + z_0^\top\tilde b` (the plug-in BLUP: conditional modes at the
+estimated parameters; a new level of a grouping factor gets :math:`\tilde b = 0`). The interval
+bootstraps the error of that prediction. Each draw
 
-* **a group seen in the fit**: simulate responses keeping the predicted random effects
-  (``use_u=True``), refit, predict for the group with the refit's conditional modes, and add
-  a new error :math:`N(0, \hat\sigma^2)`;
-* **a new group**: simulate responses with new random effects, refit, predict at the
-  population level, add a new random effect :math:`N(0, \hat\Sigma_t)` for each term whose level
-  is new, and a new error.
+1. simulates a data set from the fit with **new** random effects
+   :math:`b^* \sim N(0, \hat\Sigma)` and errors, :math:`y^* = X\hat\beta + Zb^* + \varepsilon^*`;
+2. refits it and predicts :math:`\hat y_0^*` with the refit (its BLUPs for known levels);
+3. takes the truth of that simulated world, :math:`m_0^* = x_0^\top\hat\beta + z_0^\top b^*`, where a
+   level not seen in the fit gets a fresh effect :math:`N(0, \hat\Sigma_t)`;
+4. returns :math:`\hat y_0 + (m_0^* - \hat y_0^*) + \varepsilon_0^*`, :math:`\varepsilon_0^* \sim N(0, \hat\sigma^2)`.
 
-The :math:`\alpha/2` and :math:`1-\alpha/2` quantiles of the draws form the interval. Leaving out
-the new error would give an interval for the group's mean instead.
+So the draws are the EBLUP plus a bootstrap prediction error plus a new error, centred at the
+EBLUP; their variance estimates the EBLUP's mean squared prediction error plus
+:math:`\sigma^2` (Butar and Lahiri 2003). The :math:`\alpha/2` and :math:`1-\alpha/2` quantiles
+of the draws form the interval; leaving out the new error gives an interval for the mean
+:math:`m_0` instead.
+
+Why not keep the predicted effects (``use_u=True``) and take the refit's BLUP? That recipe (the
+first edition's, and a common use of lme4's ``bootMer``) shrinks twice: the refit's BLUP
+shrinks :math:`\tilde b`, already shrunk, toward zero once more, so its draws are centred between the
+EBLUP and the population mean (pulp, operator a: 60.31 against the EBLUP 60.28), and the spread
+misses the uncertainty of the effect itself.
 """
 
 from __future__ import annotations
@@ -35,23 +45,46 @@ def _new_effects(fit: LmerFit, matrices: tuple, rng: np.random.Generator) -> np.
     return out
 
 
-def _draw_parts(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.Generator, known: bool) -> np.ndarray:
-    """The three parts of each bootstrap draw, shape (3, nsim, rows): the refitted prediction (the
-    estimates' uncertainty), the new group's random effect (0 for a known group), the new error."""
-    Y = fit.simulate(nsim, seed=rng, use_u=known).to_numpy()
+def _known_effects(fit: LmerFit, matrices: tuple, u: np.ndarray) -> np.ndarray:
+    """z_0' b for each row from spherical effects u (b = Lambda u), over the levels seen in the fit."""
+    _, terms = matrices
+    out, start = np.zeros(len(matrices[0])), 0
+    for t, s, (Xt, rows, known) in zip(fit.design.terms, fit.design.theta_slices, terms):
+        size = t.n_levels * t.p
+        b = u[start:start + size].reshape(t.n_levels, t.p) @ t.template(fit.theta[s]).T
+        out += np.where(known, np.sum(Xt * b[rows], axis=1), 0.0)
+        start += size
+    return out
+
+
+def _draw_parts(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.Generator) -> np.ndarray:
+    """The three parts of each bootstrap draw, shape (3, nsim, rows): the EBLUP plus the bootstrap
+    prediction error m* - yhat* over the levels seen in the fit (module docstring, steps 1-3), the
+    fresh random effect of the levels not seen in the fit (0 for a known level), the new error.
+
+    Per draw the random numbers are taken in this order: u* (q), the errors of y* (n), the fresh
+    effects (``_new_effects``), the new errors (one per row)."""
     matrices = fit.prediction_matrices(newdata)  # built once; only beta and b change between refits
+    X = matrices[0]
+    prediction = fit._predict_with(matrices)
+    fixed = X @ fit.solution.beta
+    mean = fit.design.X @ fit.solution.beta
+    Z, Lam = fit.design.Z(), fit.design.Lambda(fit.theta)
+    q, n = len(fit.solution.u), fit.nobs
     parts = np.zeros((3, nsim, len(newdata)))
     for k in range(nsim):
-        parts[0, k] = fit.refit(Y[:, k])._predict_with(matrices)
-        if not known:
-            parts[1, k] = _new_effects(fit, matrices, rng)
+        u = fit.sigma * rng.standard_normal(q)  # spherical effects: b* = Lambda u ~ N(0, Sigma-hat)
+        y = mean + Z @ (Lam @ u) + fit.sigma * rng.standard_normal(n)
+        truth = fixed + _known_effects(fit, matrices, u)
+        parts[0, k] = prediction + truth - fit.refit(y)._predict_with(matrices)
+        parts[1, k] = _new_effects(fit, matrices, rng)
         parts[2, k] = fit.sigma * rng.standard_normal(len(newdata))
     return parts
 
 
-def _draws(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.Generator, known: bool) -> np.ndarray:
+def _draws(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.Generator) -> np.ndarray:
     """Bootstrap draws of new observations at the rows of ``newdata``, shape (nsim, rows)."""
-    return _draw_parts(fit, newdata, nsim, rng, known).sum(axis=0)
+    return _draw_parts(fit, newdata, nsim, rng).sum(axis=0)
 
 
 def prediction_interval(fit: LmerFit, newdata: pd.DataFrame, level: float = 0.95, nsim: int = 1000, seed=None) -> pd.DataFrame:
@@ -71,12 +104,6 @@ def prediction_interval(fit: LmerFit, newdata: pd.DataFrame, level: float = 0.95
     _, terms = fit.prediction_matrices(newdata)  # raises if newdata lacks a grouping column
     known = np.logical_and.reduce([k for _, _, k in terms])  # every grouping level seen in the fit
     alpha = (1.0 - level) / 2.0
-    lower = np.empty(len(newdata))
-    upper = np.empty(len(newdata))
-    for is_known in (True, False):
-        rows = known == is_known
-        if rows.any():
-            draws = _draws(fit, newdata[rows], nsim, rng, is_known)
-            lower[rows], upper[rows] = np.quantile(draws, [alpha, 1.0 - alpha], axis=0)
+    lower, upper = np.quantile(_draws(fit, newdata, nsim, rng), [alpha, 1.0 - alpha], axis=0)
     return pd.DataFrame({"fit": fit.predict(newdata).to_numpy(), "lower": lower, "upper": upper,
                          "group": np.where(known, "known", "new")}, index=newdata.index)

@@ -157,7 +157,7 @@ def test_prediction_draws_for_a_new_group_have_the_exact_variance(pulp_reml):
     B = 8000 draws: relative SE sqrt(2 / B) = 1.6% for each, tolerance 6.3%, so a 5% error in
     one standard deviation (10% in its variance) fails."""
     B = 8000
-    parts = _draw_parts(pulp_reml, pd.DataFrame({"operator": ["new"]}), B, np.random.default_rng(21), known=False)
+    parts = _draw_parts(pulp_reml, pd.DataFrame({"operator": ["new"]}), B, np.random.default_rng(21))
     s2, s2a = pulp_reml.sigma**2, pulp_reml.varcorr["vcov"].iloc[0]
     tolerance = Z4 * np.sqrt(2 / B)
     for part, variance in zip(parts[:, :, 0], [s2a / 4 + s2 / 20, s2a, s2]):
@@ -167,13 +167,13 @@ def test_prediction_draws_for_a_new_group_have_the_exact_variance(pulp_reml):
     assert np.mean(draws) == pytest.approx(pulp_reml.fixef.iloc[0], abs=Z4 * np.sqrt(np.var(draws) / B))
     # the recipe's draws are the sum of these parts
     new = pd.DataFrame({"operator": ["new", "a"]})
-    np.testing.assert_array_equal(_draws(pulp_reml, new, 20, np.random.default_rng(1), known=False),
-                                  _draw_parts(pulp_reml, new, 20, np.random.default_rng(1), known=False).sum(axis=0))
+    np.testing.assert_array_equal(_draws(pulp_reml, new, 20, np.random.default_rng(1)),
+                                  _draw_parts(pulp_reml, new, 20, np.random.default_rng(1)).sum(axis=0))
 
 
 def test_prediction_draws_for_a_known_group_have_no_new_effect(pulp_reml):
     """A known operator's draws keep its effect (no new one) and add the same new error."""
-    parts = _draw_parts(pulp_reml, pd.DataFrame({"operator": ["a"]}), 1000, np.random.default_rng(3), known=True)
+    parts = _draw_parts(pulp_reml, pd.DataFrame({"operator": ["a"]}), 1000, np.random.default_rng(3))
     assert np.all(parts[1] == 0)
     assert np.var(parts[2], ddof=1) == pytest.approx(pulp_reml.sigma**2, rel=Z4 * np.sqrt(2 / 1000))
 

@@ -108,11 +108,18 @@ intervals <- list(
 )
 
 # ---- prediction intervals for pulp, by parametric bootstrap ----------------------------------------
-# New operator: simulate new random effects, refit, predict the population mean and add a new
-# operator effect and a new observation error. Known operator "a": keep the predicted random
-# effects (use.u = TRUE), refit, predict for "a" and add a new observation error.
+# Each draw is the prediction plus a bootstrap prediction error (truth - refitted prediction in a data
+# set simulated from the fit with new random effects) plus a new observation error. New operator: the
+# truth is the population mean plus a new operator effect, the refitted prediction the refit's
+# population mean. Known operator "a": the truth is the population mean plus the simulated effect of
+# "a", the refitted prediction the refit's BLUP for "a"; the draws are centred at the EBLUP. (The first
+# edition kept the predicted effects, use.u = TRUE, and took the refit's BLUP for "a": that shrinks
+# the BLUP a second time, and its draws were centred at 60.31 rather than at the EBLUP 60.28.)
 sd_operator <- as.data.frame(VarCorr(pulp_reml))$sdcor[1]
 sd_resid <- sigma(pulp_reml)
+mu_hat <- fixef(pulp_reml)[[1]]
+blup_a <- predict(pulp_reml, newdata = data.frame(operator = "a"))[[1]]
+stopifnot(levels(pulp$operator)[1] == "a")
 B <- 4000
 set.seed(99)
 new_op <- vapply(seq_len(B), function(i) {
@@ -120,13 +127,17 @@ new_op <- vapply(seq_len(B), function(i) {
   predict(fit, re.form = ~0)[[1]] + rnorm(1, 0, sd_operator) + rnorm(1, 0, sd_resid)
 }, numeric(1))
 known_op <- vapply(seq_len(B), function(i) {
-  fit <- suppressMessages(refit(pulp_reml, simulate(pulp_reml, use.u = TRUE)[[1]]))
-  predict(fit, newdata = data.frame(operator = "a"))[[1]] + rnorm(1, 0, sd_resid)
+  b <- rnorm(nlevels(pulp$operator), 0, sd_operator)
+  y <- mu_hat + b[as.integer(pulp$operator)] + rnorm(nrow(pulp), 0, sd_resid)
+  fit <- suppressMessages(refit(pulp_reml, y))
+  truth <- mu_hat + b[[1]]
+  blup_a + truth - predict(fit, newdata = data.frame(operator = "a"))[[1]] + rnorm(1, 0, sd_resid)
 }, numeric(1))
 prediction <- list(
   nsim = B,
   new_operator = unname(quantile(new_op, c(0.025, 0.975))),
-  known_operator_a = unname(quantile(known_op, c(0.025, 0.975)))
+  known_operator_a = unname(quantile(known_op, c(0.025, 0.975))),
+  known_operator_a_centre = mean(known_op)
 )
 
 # ---- designs: ANOVA strata --------------------------------------------------------------------------
