@@ -217,10 +217,18 @@ class LrtResult:
         return len(self.samples)
 
     def __str__(self) -> str:
-        mixture = "" if np.isnan(self.p_mixture) else f"mixture p = {self.p_mixture:.4f}, "
-        return (f"LRT = {self.statistic:.4f} on {self.df} df: chi-square p = {self.p_chisq:.4f}, "
-                f"{mixture}bootstrap p = {self.p_boot:.4f} "
-                f"(MC SE {self.p_boot_se:.4f}, B = {self.nsim}, {100 * self.fraction_zero:.1f}% zeros)")
+        mixture = "" if np.isnan(self.p_mixture) else f"mixture p = {_format_p(self.p_mixture)}, "
+        if self.p_boot > 0:
+            boot = f"bootstrap p = {self.p_boot:.4f} (MC SE {self.p_boot_se:.4f}, "
+        else:  # no simulated statistic reached the observed one: all the simulation can say is a bound
+            boot = f"bootstrap p < 1/(B + 1) = {1 / (self.nsim + 1):.2g} ("
+        return (f"LRT = {self.statistic:.4f} on {self.df} df: chi-square p = {_format_p(self.p_chisq)}, "
+                f"{mixture}{boot}B = {self.nsim}, {100 * self.fraction_zero:.1f}% zeros)")
+
+
+def _format_p(p: float) -> str:
+    """A p-value to 4 decimals, or to 2 significant digits when that would print 0.0000."""
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
 
 
 @dataclass(frozen=True)

@@ -333,3 +333,17 @@ def test_prediction_interval_for_a_new_group_is_the_exact_normal_one(pulp_reml):
     ours = prediction_interval(pulp_reml, pd.DataFrame({"operator": ["someone new"]}), nsim=B, seed=3)
     limit_sd = np.sqrt(0.025 * 0.975 / B) / stats.norm.pdf(1.96) * sd
     np.testing.assert_allclose(ours.loc[0, ["lower", "upper"]].astype(float), exact, atol=4 * limit_sd)
+
+
+def test_lrt_never_prints_a_zero_p_value():
+    """When no simulated statistic reaches the observed one the bootstrap gives only a bound,
+    p < 1/(B + 1); and a chi-square p below 1e-4 is printed to 2 significant digits, not as 0.0000."""
+    data = book_data("pulp")
+    data["bright"] = data["bright"] + 5.0 * data["operator"].cat.codes  # operators far apart
+    result = lrt(smf.ols("bright ~ 1", data).fit(), lmer("bright ~ 1 + (1 | operator)", data, reml=False),
+                 nsim=50, seed=1)
+    assert result.p_boot == 0 and result.p_chisq < 1e-4
+    text = str(result)
+    assert "0.0000" not in text
+    assert f"bootstrap p < 1/(B + 1) = {1 / 51:.2g}" in text
+    assert f"chi-square p = {result.p_chisq:.1e}" in text
