@@ -241,6 +241,8 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float = 0
 def _one_way_chains(ybar, n, ssw, priors, n_iter, n_warmup, n_chains, thin, seed, update) -> np.ndarray:
     """The sampler's loop, vectorized across chains; returns (chains, kept draws, 3 + m).
 
+    ``ybar`` may also be (chains, m) and ``ssw`` (chains,): one data set per chain, with the same
+    group sizes ``n`` (the calibration tests run hundreds of simulated data sets at once so).
     All random numbers are drawn before the loop, chain by chain from the chain's own generator:
     the shapes of the inverse gamma conditionals do not change, so sigma^2 = scale / Gamma(shape, 1).
     """
@@ -250,8 +252,8 @@ def _one_way_chains(ybar, n, ssw, priors, n_iter, n_warmup, n_chains, thin, seed
     shape_e, scale_e = priors["resid_shape"] + N / 2, priors["resid_scale"]
     rngs = _chain_generators(seed, n_chains)
     # Starting values, dispersed: variances around rough moment estimates, mu and a from their conditionals.
-    s2e0 = max(ssw / (N - m), 1e-8 * max(np.var(ybar), 1.0))
-    s2a0 = max(np.var(ybar, ddof=1), s2e0 / n.mean())
+    s2e0 = np.maximum(ssw / (N - m), 1e-8 * np.maximum(np.var(ybar, axis=-1), 1.0))
+    s2a0 = np.maximum(np.var(ybar, axis=-1, ddof=1), s2e0 / n.mean())
     start = np.array([rng.standard_normal(2) for rng in rngs])
     s2a = s2a0 * np.exp(start[:, 0])
     s2e = s2e0 * np.exp(start[:, 1])
@@ -261,7 +263,7 @@ def _one_way_chains(ybar, n, ssw, priors, n_iter, n_warmup, n_chains, thin, seed
     kept = (n_iter - n_warmup) // thin
     out = np.empty((kept, n_chains, 3 + m))
     a = np.zeros((n_chains, m))
-    mu = np.full(n_chains, float(np.average(ybar, weights=n)))
+    mu = np.broadcast_to(np.average(ybar, weights=n, axis=-1), (n_chains,)).copy()
     blocked = update == "blocked"
     nsum_ybar = n * ybar
     k = 0
