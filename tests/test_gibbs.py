@@ -34,60 +34,10 @@ def one_way_frame(sizes, mu, a, s2e, rng) -> pd.DataFrame:
     return pd.DataFrame({"y": y, "g": [f"g{k}" for k in group]})
 
 
-def exact_one_way(frame: pd.DataFrame, mu_mean, mu_var, group_shape, group_scale, resid_shape, resid_scale,
-                  grid: int = 400) -> dict:
-    """Posterior means and sds of mu, sigma2_group, sigma2_resid by quadrature.
-
-    Given (s2a, s2e), the group means are independent, ybar_i | mu ~ N(mu, s2a + s2e/n_i), and the
-    within-group sum of squares SSW is s2e chi2(N - m), independent of them. With
-    w_i = n_i / (s2e + n_i s2a), integrating mu ~ N(m0, v0) out gives
-
-        log p(y | s2a, s2e) = -1/2 [(N - m) log s2e + SSW/s2e + sum log(s2e + n_i s2a) - sum log n_i
-                                    + sum w_i ybar_i^2 + m0^2/v0 - P M^2 + log(v0 P)] + const,
-
-    P = 1/v0 + sum w_i, M = (m0/v0 + sum w_i ybar_i)/P, and mu | s2a, s2e, y ~ N(M, 1/P). The
-    posterior of (log s2a, log s2e) is evaluated on a grid x grid lattice over the region where it
-    is within exp(-40) of its maximum (found on a coarse lattice first).
-    """
-    y, g = frame["y"].to_numpy(), frame["g"].to_numpy()
-    _, codes = np.unique(g, return_inverse=True)
-    n = np.bincount(codes).astype(float)
-    centre = y.mean()  # centred for accuracy; mu's mean is shifted back at the end
-    ybar = np.bincount(codes, weights=y - centre) / n
-    ssw = float(((y - centre - ybar[codes]) ** 2).sum())
-    N, m, m0 = n.sum(), len(n), mu_mean - centre
-
-    def log_post(u, v):  # u = log s2a, v = log s2e (arrays of one shape)
-        s2a, s2e = np.exp(u)[..., None], np.exp(v)[..., None]
-        w = n / (s2e + n * s2a)
-        P = 1 / mu_var + w.sum(-1)
-        M = (m0 / mu_var + (w * ybar).sum(-1)) / P
-        loglik = -0.5 * ((N - m) * v[...] + ssw / np.exp(v) + np.log(s2e + n * s2a).sum(-1)
-                         + (w * ybar ** 2).sum(-1) + m0 ** 2 / mu_var - P * M ** 2 + np.log(mu_var * P))
-        prior = (stats.invgamma.logpdf(np.exp(u), group_shape, scale=group_scale)
-                 + stats.invgamma.logpdf(np.exp(v), resid_shape, scale=resid_scale))
-        return loglik + prior + u + v, M, P  # + u + v: the Jacobian of the log scale
-
-    s2e_hat = ssw / (N - m)
-    lo_u, hi_u = np.log(s2e_hat) - 15, np.log(s2e_hat) + 15
-    lo_v, hi_v = np.log(s2e_hat) - 8, np.log(s2e_hat) + 8
-    for size in (200, grid):
-        u, v = np.meshgrid(np.linspace(lo_u, hi_u, size), np.linspace(lo_v, hi_v, size), indexing="ij")
-        lp, M, P = log_post(u, v)
-        keep = lp > lp.max() - 40
-        if size < grid:  # the region that matters, with a margin of one coarse step
-            du, dv = (hi_u - lo_u) / size, (hi_v - lo_v) / size
-            lo_u, hi_u = u[keep].min() - du, u[keep].max() + du
-            lo_v, hi_v = v[keep].min() - dv, v[keep].max() + dv
-    p = np.exp(lp - lp.max())
-    p /= p.sum()
-    s2a, s2e = np.exp(u), np.exp(v)
-    mu_mean_post = (p * M).sum()
-    out = {"mu": (mu_mean_post + centre, np.sqrt((p * (1 / P + M ** 2)).sum() - mu_mean_post ** 2))}
-    for name, x in (("sigma2_group", s2a), ("sigma2_resid", s2e)):
-        mean = (p * x).sum()
-        out[name] = (mean, np.sqrt((p * x ** 2).sum() - mean ** 2))
-    return out
+def exact_one_way(frame, **prior):
+    """The quadrature of ``gibbs.one_way_exact`` on the frame's y and g, as {name: (mean, sd)}."""
+    table = gibbs.one_way_exact(frame, "y", "g", **prior)
+    return {name: (row["mean"], row["sd"]) for name, row in table.iterrows()}
 
 
 def agrees(posterior, exact: dict, names=None, k: float = 4.0) -> dict:
