@@ -41,7 +41,7 @@ with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.0 refactor on impo
     import arviz as az
 
 from .checks import DataError, require_columns, require_frame, require_numeric
-from .design import Design, build_design
+from .design import Design, build_design, factor_codes
 from .fit import single_blas_thread
 from .formula import parse_formula
 
@@ -208,12 +208,7 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float = 0
         if empty:
             raise DataError(f"the group(s) {', '.join(empty)} of {group!r} have no observations; drop the unused "
                             f"categories first, e.g. data[{group!r}].cat.remove_unused_categories()")
-        levels = [str(c) for c in g.cat.categories]
-        codes = g.cat.codes.to_numpy()
-    else:
-        uniques = pd.unique(g)
-        levels = [str(u) for u in uniques]
-        codes = pd.Categorical(g, categories=uniques).codes
+    codes, levels = factor_codes(frame, (group,))  # levels in lmer's order
     m = len(levels)
     if m < 2:
         raise DataError(f"the grouping column {group!r} has {m} level; the one-way model needs at least 2 groups")
