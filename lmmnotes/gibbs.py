@@ -147,6 +147,19 @@ def _inv_wishart(rng: np.random.Generator, df: float, scale: np.ndarray) -> np.n
     return M.T @ M
 
 
+def _draw_covariance(rng: np.random.Generator, df: float, S: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The full conditional of a term's covariance matrix given its l x p random effects b.
+
+    For p = 1 the prior is InvGamma(df, S) (df is the shape, S the 1 x 1 scale) and the draw is
+    InvGamma(df + l/2, S + b'b/2); for p > 1 the prior is InvWishart(df, S) and the draw is
+    InvWishart(df + l, S + b'b).
+    """
+    l, p = b.shape
+    if p == 1:
+        return np.array([[(S[0, 0] + 0.5 * b[:, 0] @ b[:, 0]) / rng.standard_gamma(df + l / 2)]])
+    return _inv_wishart(rng, df + l, S + b.T @ b)
+
+
 # ----------------------------------------------------------------------------------------------
 # The one-way model
 
@@ -528,10 +541,7 @@ def _lmm_chain(design: Design, priors: dict, term_priors: list, n_iter: int, n_w
         theta = np.concatenate([b1.ravel(), theta2])  # b in Z's order, then beta
         for j, (t, (df, S)) in enumerate(zip(design.terms, term_priors)):
             bk = (b1 if j == 0 else theta[blocks[j - 1][2]].reshape(t.n_levels, t.p))
-            if t.p == 1:
-                D[j] = np.array([[(S[0, 0] + 0.5 * bk[:, 0] @ bk[:, 0]) / rng.standard_gamma(df + t.n_levels / 2)]])
-            else:
-                D[j] = _inv_wishart(rng, df + t.n_levels, S + bk.T @ bk)
+            D[j] = _draw_covariance(rng, df, S, bk)
         beta = theta[q1 + r - p:]
         resid = y - X @ beta - cp.Z @ theta[:q1 + r - p]
         s2 = (priors["resid_scale"] + 0.5 * resid @ resid) / rng.standard_gamma(shape_e)

@@ -74,8 +74,8 @@ MUTANTS = [
            "s2 = (priors[\"resid_scale\"] + 0.5 * resid @ resid) / rng.standard_gamma(shape_e)",
            "s2 = 1.1 * (priors[\"resid_scale\"] + 0.5 * resid @ resid) / rng.standard_gamma(shape_e)"),
     Mutant("gibbs-lmm-wishart-df-plus-1", "lmmnotes/gibbs.py",
-           "D[j] = _inv_wishart(rng, df + t.n_levels, S + bk.T @ bk)",
-           "D[j] = _inv_wishart(rng, df + t.n_levels + 1, S + bk.T @ bk)"),
+           "return _inv_wishart(rng, df + l, S + b.T @ b)",
+           "return _inv_wishart(rng, df + l + 1, S + b.T @ b)"),
 ]
 
 
