@@ -107,3 +107,6 @@ def bootstrap_figures() -> None:
 if __name__ == "__main__":
     main()
     bootstrap_figures()
+    from gibbs import gibbs_figures  # benchmarks/gibbs.py: the Gibbs samplers' speed
+
+    gibbs_figures()

@@ -16,7 +16,10 @@ Modules, in the order the book introduces them:
 - ``prediction``: bootstrap prediction intervals for new observations;
 - ``plots``: caterpillar plots and residual diagnostics;
 - ``simulate``: data from a mixed model with a known truth (``simulate_design``);
-- ``checks``: the input checks and the ``DataError`` they raise.
+- ``checks``: the input checks and the ``DataError`` they raise;
+- ``gibbs``: Gibbs samplers for the one-way model and for any lmer formula (``gibbs.one_way``,
+  ``gibbs.lmm``), with ArviZ diagnostics; imported on first use of ``lmmnotes.gibbs``, since ArviZ
+  takes seconds to import.
 """
 
 from . import anova, datasets
@@ -35,5 +38,14 @@ from .simulate import SimulatedData, simulate_design
 
 __all__ = ["anova", "datasets", "lmer", "LmerFit", "DataError", "FormulaError", "bootstrap", "lrt", "confint",
            "exact_rlrt", "kenward_roger", "vcov_adjusted", "prediction_interval",
-           "simulate_design", "SimulatedData", "lmlist", "compare"]
+           "simulate_design", "SimulatedData", "lmlist", "compare", "gibbs"]
 __version__ = "0.2.0"
+
+
+def __getattr__(name: str):
+    """``lmmnotes.gibbs`` is loaded when first used (PEP 562)."""
+    if name == "gibbs":
+        import importlib
+
+        return importlib.import_module(".gibbs", __name__)
+    raise AttributeError(f"module 'lmmnotes' has no attribute {name!r}")

@@ -62,6 +62,20 @@ MUTANTS = [
            "ZERO_TOLERANCE = 1e-5", "ZERO_TOLERANCE = 1e-2"),
     Mutant("kr-no-scaling", "lmmnotes/kenward_roger.py",
            "statistic = scaling * F", "statistic = F"),
+    # The Gibbs samplers (tests/test_gibbs.py): the source's bug in mu's conditional mean, a
+    # variance's conditional scaled by 10%, the inverse Wishart's degrees of freedom off by one.
+    Mutant("gibbs-single-mu-without-resid-variance", "lmmnotes/gibbs.py",
+           "mu = ((nsum_ybar - n * a).sum(axis=1) * pe[:, 0] + m0 / v0) / P",
+           "mu = ((nsum_ybar - n * a).sum(axis=1) + m0 / v0) / P"),
+    Mutant("gibbs-one-way-group-variance-x1.1", "lmmnotes/gibbs.py",
+           "s2a = (scale_a + 0.5 * (a * a).sum(axis=1)) / ga[t]",
+           "s2a = 1.1 * (scale_a + 0.5 * (a * a).sum(axis=1)) / ga[t]"),
+    Mutant("gibbs-lmm-resid-variance-x1.1", "lmmnotes/gibbs.py",
+           "s2 = (priors[\"resid_scale\"] + 0.5 * resid @ resid) / rng.standard_gamma(shape_e)",
+           "s2 = 1.1 * (priors[\"resid_scale\"] + 0.5 * resid @ resid) / rng.standard_gamma(shape_e)"),
+    Mutant("gibbs-lmm-wishart-df-plus-1", "lmmnotes/gibbs.py",
+           "return _inv_wishart(rng, df + l, S + b.T @ b)",
+           "return _inv_wishart(rng, df + l + 1, S + b.T @ b)"),
 ]
 
 
