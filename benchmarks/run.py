@@ -6,7 +6,13 @@ for lmmnotes and, where it can express the model, statsmodels; then the peak mem
 hsb fit adds (tracemalloc, which sees numpy's allocations); then the parametric bootstrap:
 pulp's LRT with B = 10^4 (target < 1 s; lme4's loop takes about 9.6 ms a replicate here) and
 1000 refits of the PSID model (target < 5 s; lme4's bootMer about 25 ms a refit), in one
-process and in two. Figures, not pass/fail tests.
+process and in two. Issue 13 adds a simulated repeated-measures study (18 subjects x 10 days,
+random slope; target < 3 ms, as for each book model) and a simulated crossed design of a course
+evaluation's shape (2900 students x 1100 instructors, 14 departments, 72,500 ratings; target
+< 2 s and < 1 GiB added) at 1/8, 1/4, 1/2 and full size: a table, its CSV
+(benchmarks/results/crossed_scaling.csv, used by chapter 8) and a plot
+(_build/benchmarks/crossed_scaling.png), and the log-likelihood of the sparse against the dense
+path at 1/4 size. Figures, not pass/fail tests.
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ import pandas as pd
 import statsmodels.formula.api as smf
 
 import lmmnotes
-from lmmnotes import datasets
+from lmmnotes import LmerFit, datasets
+from lmmnotes.criterion import CrossProducts
+from lmmnotes.design import build_design
+from lmmnotes.fit import optimize_theta
+from lmmnotes.formula import parse_formula
 
 TARGET_MS = {"pulp": 10, "eggs": 10, "irrigation": 10, "psid": 30, "hsb": 60}  # the issue's targets
 LME4_MS = {"pulp": 10, "eggs": 16, "irrigation": 11, "psid": 34, "hsb": 67}  # lme4 on this machine
@@ -149,7 +159,7 @@ def _timed_fit(frame: pd.DataFrame):
 
 
 def crossed_scaling(repeats: int = 3) -> pd.DataFrame:
-    """Median REML fit time of the crossed design at 1/8, 1/4, 1/2 and full size."""
+    """Median ML fit time of the crossed design at 1/8, 1/4, 1/2 and full size."""
     rows = []
     for scale in CROSSED_SCALES:
         frame = simulate_crossed(scale)
@@ -166,7 +176,7 @@ def crossed_scaling(repeats: int = 3) -> pd.DataFrame:
 
 def crossed_figures() -> None:
     """The crossed design: scaling table and plot, memory of the full fit, sparse vs dense path."""
-    print(f"\ncrossed design ({CROSSED_FORMULA}, REML), median of 3 fits:")
+    print(f"\ncrossed design ({CROSSED_FORMULA}, ML), median of 3 fits:")
     table = crossed_scaling()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     full = table.iloc[-1]
@@ -182,7 +192,7 @@ def crossed_figures() -> None:
     ax.plot(table["n"], table["median_s"], "o-")
     ax.set_xlabel("observations")
     ax.set_ylabel("fit time (s)")
-    ax.set_title("crossed design: median REML fit time", fontsize=10)
+    ax.set_title("crossed design: median ML fit time", fontsize=10)
     fig.savefig(PLOT_DIR / "crossed_scaling.png", dpi=110, bbox_inches="tight")
     print(f"table written to {SCALING_CSV}, plot to {PLOT_DIR / 'crossed_scaling.png'}")
 
@@ -194,6 +204,22 @@ def crossed_figures() -> None:
     tracemalloc.stop()
     print(f"full crossed fit: peak memory added = {(peak - base) / 2**20:.0f} MiB (tracemalloc; target < 1 GiB); "
           f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+    sparse_versus_dense(CROSSED_SCALES[1])
+
+
+def sparse_versus_dense(scale: float) -> None:
+    """The same ML fit through the sparse and the dense path (the full-size dense path takes too
+    long to run each time: its log-likelihood at full size is recorded in the closing note of issue 13)."""
+    design = build_design(parse_formula(CROSSED_FORMULA), simulate_crossed(scale))
+    fits = {}
+    for sparse in (True, False):
+        start = time.perf_counter()
+        cp = CrossProducts.from_design(design, sparse=sparse)
+        opt = optimize_theta(design, cp, False)
+        fits[sparse] = (LmerFit.from_theta(design, cp, False, opt.theta), time.perf_counter() - start)
+    (s, s_time), (d, d_time) = fits[True], fits[False]
+    print(f"crossed design at {scale:g} size (n = {design.nobs}): log-likelihood sparse path {s.loglik:.8f} "
+          f"({s_time:.2f} s), dense path {d.loglik:.8f} ({d_time:.2f} s), difference {s.loglik - d.loglik:.1e}")
 
 
 def bootstrap_figures() -> None:

@@ -94,7 +94,7 @@ from .design import Design
 
 # Keep N = Z_2'Z_1 dense while it has at most this many entries (q_2 x q_1): below it, dense
 # products beat sparse ones, whose every call costs tens of microseconds (benchmarks/run.py).
-DENSE_LIMIT = 100_000
+DENSE_LIMIT = 40_000
 
 
 @dataclass(frozen=True)
