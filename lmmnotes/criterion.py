@@ -220,17 +220,21 @@ class CrossProducts:
         # sums over the rows of each level of outer products, by bincount on the level codes
         Z1Z1 = _level_sums(codes, Xt[:, :, None] * Xt[:, None, :], l1)
         Z1X = _level_sums(codes, Xt[:, :, None] * X[:, None, :], l1)
-        Z = design.Z()
-        Z1, Z2 = Z[:, :l1 * p1], Z[:, l1 * p1:]
-        q2 = Z2.shape[1]
+        q2 = design.q - l1 * p1
         if sparse is None:
             sparse = q2 * l1 * p1 > DENSE_LIMIT
-        N, Z2Z2 = (Z2.T @ Z1).tocsr(), (Z2.T @ Z2).tocsr()
-        scalar = all(term.p == 1 for term in design.terms[1:])
-        schur = SchurMap.from_pattern(N, Z2Z2, p1, scalar) if sparse and q2 else None
-        if not sparse:
-            N, Z2Z2 = N.toarray(), Z2Z2.toarray()
-        Z2X = np.asarray(Z2.T @ X)
+        schur = None
+        if q2:
+            Z = design.Z()
+            Z1, Z2 = Z[:, :l1 * p1], Z[:, l1 * p1:]
+            N, Z2Z2 = (Z2.T @ Z1).tocsr(), (Z2.T @ Z2).tocsr()
+            scalar = all(term.p == 1 for term in design.terms[1:])
+            schur = SchurMap.from_pattern(N, Z2Z2, p1, scalar) if sparse else None
+            if not sparse:
+                N, Z2Z2 = N.toarray(), Z2Z2.toarray()
+            Z2X = np.asarray(Z2.T @ X)
+        else:  # a single term: no second block
+            N, Z2Z2, Z2X = np.zeros((0, l1 * p1)), np.zeros((0, 0)), np.zeros((0, X.shape[1]))
         empty = np.zeros(0)
         base = cls(Z1Z1, Z1X, empty, N, Z2Z2, Z2X, empty, X.T @ X, empty, 0.0, len(y), X.shape[1], empty, schur)
         return base.with_response(design, y)
