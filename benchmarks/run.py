@@ -178,12 +178,13 @@ def crossed_figures() -> None:
     """The crossed design: scaling table and plot, memory of the full fit, sparse vs dense path."""
     print(f"\ncrossed design ({CROSSED_FORMULA}, ML), median of 3 fits:")
     table = crossed_scaling()
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(table.to_string(index=False, formatters={"scale": "{:g}".format, "median_s": "{:.3f}".format,
+                                                   "min_s": "{:.3f}".format, "loglik": "{:.6f}".format}))
     full = table.iloc[-1]
     print(f"full size: {full['median_s']:.2f} s (target < 2 s); time per observation from 1/8 to full: "
           + ", ".join(f"{1e6 * r.median_s / r.n:.1f}" for r in table.itertuples()) + " us")
     SCALING_CSV.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(SCALING_CSV, index=False, float_format="%.6g")
+    table.to_csv(SCALING_CSV, index=False, float_format="%.10g")
     PLOT_DIR.mkdir(parents=True, exist_ok=True)
     import matplotlib
     matplotlib.use("Agg")
