@@ -423,7 +423,7 @@ def _inverse_products(cp: CrossProducts, f, l1: int, p1: int, rows: np.ndarray |
         off = s.rows != s.cols
         m22 = (np.bincount(s.rows, weights=e * lam[s.cols], minlength=s.q2)
                + np.bincount(s.cols[off], weights=e[off] * lam[s.rows[off]], minlength=s.q2))
-        return Q, (m22[rows] if rows is not None else None), G22
+        return Q, m22[rows], G22
     G22 = np.tril(G22) + np.tril(G22, -1).T
     H = _sandwich(Lam2.T, G22)  # Lambda_2 G22 Lambda_2'
     LG = np.asarray(Lam2 @ G22)
