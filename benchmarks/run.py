@@ -6,20 +6,33 @@ for lmmnotes and, where it can express the model, statsmodels; then the peak mem
 hsb fit adds (tracemalloc, which sees numpy's allocations); then the parametric bootstrap:
 pulp's LRT with B = 10^4 (target < 1 s; lme4's loop takes about 9.6 ms a replicate here) and
 1000 refits of the PSID model (target < 5 s; lme4's bootMer about 25 ms a refit), in one
-process and in two. Figures, not pass/fail tests.
+process and in two. Issue 13 adds a simulated repeated-measures study (18 subjects x 10 days,
+random slope; target < 3 ms, as for each book model) and a simulated crossed design of a course
+evaluation's shape (2900 students x 1100 instructors, 14 departments, 72,500 ratings; target
+< 2 s and < 1 GiB added) at 1/8, 1/4, 1/2 and full size: a table, its CSV
+(benchmarks/results/crossed_scaling.csv, used by chapter 8) and a plot
+(_build/benchmarks/crossed_scaling.png), and the log-likelihood of the sparse against the dense
+path at 1/4 size. Figures, not pass/fail tests.
 """
 
 from __future__ import annotations
 
+import resource
 import time
 import tracemalloc
 import warnings
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import statsmodels.formula.api as smf
 
 import lmmnotes
-from lmmnotes import datasets
+from lmmnotes import LmerFit, datasets
+from lmmnotes.criterion import CrossProducts
+from lmmnotes.design import build_design
+from lmmnotes.fit import optimize_theta
+from lmmnotes.formula import parse_formula
 
 TARGET_MS = {"pulp": 10, "eggs": 10, "irrigation": 10, "psid": 30, "hsb": 60}  # the issue's targets
 LME4_MS = {"pulp": 10, "eggs": 16, "irrigation": 11, "psid": 34, "hsb": 67}  # lme4 on this machine
@@ -84,6 +97,132 @@ def main() -> None:
           f"(one dense n x n matrix would be {len(frame) ** 2 * 8 / 2**20:.0f} MiB)")
 
 
+# ---- a repeated-measures study and a large crossed design (issue 13) --------------------------
+REPEATED_FORMULA = "reaction ~ days + (days | subject)"
+CROSSED_FORMULA = "y ~ 1 + service + (1 | student) + (1 | instructor) + (1 | dept)"
+CROSSED_FULL = {"students": 2900, "instructors": 1100, "depts": 14, "per_student": 25}
+CROSSED_SCALES = (1 / 8, 1 / 4, 1 / 2, 1)
+SCALING_CSV = Path(__file__).resolve().parent / "results" / "crossed_scaling.csv"
+PLOT_DIR = Path(__file__).resolve().parent.parent / "_build" / "benchmarks"
+
+
+def simulate_repeated_measures(seed: int = 2026) -> pd.DataFrame:
+    """18 subjects x 10 days with a random intercept and slope (the shape of lme4's sleepstudy:
+    beta = (251, 10.5), SDs 25 and 6 with correlation 0.07, sigma 26)."""
+    rng = np.random.default_rng(seed)
+    days = np.tile(np.arange(10.0), 18)
+    subject = np.repeat([f"s{k:02d}" for k in range(18)], 10)
+    sd, corr = np.array([25.0, 6.0]), 0.07
+    cov = np.outer(sd, sd) * np.array([[1.0, corr], [corr, 1.0]])
+    b = rng.multivariate_normal(np.zeros(2), cov, size=18)
+    k = np.repeat(np.arange(18), 10)
+    reaction = 251.0 + 10.5 * days + b[k, 0] + b[k, 1] * days + 26.0 * rng.standard_normal(180)
+    return pd.DataFrame({"subject": subject, "days": days, "reaction": reaction})
+
+
+def simulate_crossed(scale: float = 1.0, seed: int = 13) -> pd.DataFrame:
+    """Ratings of instructors by students, the shape of a university's course evaluations.
+
+    At full size 2900 students each rate 25 distinct instructors, drawn at random from 1100
+    (72,500 ratings); each instructor belongs to one of 14 departments; ``service`` (a fixed
+    effect with 2 levels) marks about 40% of the ratings. ``scale`` shrinks the numbers of
+    students and instructors (25 ratings per student and 14 departments stay). The response is
+    y = 3 + 0.1 service + student + instructor + dept + error, with SDs 0.3, 0.5, 0.1 and 1.2.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = CROSSED_FULL
+    n_s, n_d = round(scale * sizes["students"]), round(scale * sizes["instructors"])
+    m = sizes["per_student"]
+    instructor = np.argsort(rng.random((n_s, n_d)), axis=1)[:, :m].ravel()  # m distinct per student
+    student = np.repeat(np.arange(n_s), m)
+    dept_of = rng.integers(0, sizes["depts"], size=n_d)
+    dept = dept_of[instructor]
+    service = rng.random(len(student)) < 0.4
+    y = (3.0 + 0.1 * service + 0.3 * rng.standard_normal(n_s)[student] + 0.5 * rng.standard_normal(n_d)[instructor]
+         + 0.1 * rng.standard_normal(sizes["depts"])[dept] + 1.2 * rng.standard_normal(len(student)))
+    return pd.DataFrame({"student": pd.Categorical(student), "instructor": pd.Categorical(instructor),
+                         "dept": pd.Categorical(dept), "service": pd.Categorical(np.where(service, "yes", "no")), "y": y})
+
+
+def repeated_measures_figures() -> None:
+    frame = simulate_repeated_measures()
+    lmmnotes.lmer(REPEATED_FORMULA, frame)
+    ms, fit = median_ms(lambda: lmmnotes.lmer(REPEATED_FORMULA, frame), 51)
+    print(f"\nrepeated measures (18 subjects x 10 days, {REPEATED_FORMULA}): median fit {ms:.2f} ms "
+          f"(target < 3 ms); REML log-likelihood {fit.loglik:.4f}")
+
+
+def _timed_fit(frame: pd.DataFrame):
+    start = time.perf_counter()
+    fit = lmmnotes.lmer(CROSSED_FORMULA, frame, reml=False)
+    return time.perf_counter() - start, fit
+
+
+def crossed_scaling(repeats: int = 3) -> pd.DataFrame:
+    """Median ML fit time of the crossed design at 1/8, 1/4, 1/2 and full size."""
+    rows = []
+    for scale in CROSSED_SCALES:
+        frame = simulate_crossed(scale)
+        times, fit = [], None
+        for _ in range(repeats):
+            seconds, fit = _timed_fit(frame)
+            times.append(seconds)
+        t1, t2 = fit.design.terms[0], fit.design.terms[1]
+        rows.append({"scale": scale, "n": fit.nobs, "students": t1.n_levels, "instructors": t2.n_levels,
+                     "q": fit.design.q, "median_s": float(np.median(times)), "min_s": float(np.min(times)),
+                     "loglik": fit.loglik, "converged": fit.converged})
+    return pd.DataFrame(rows)
+
+
+def crossed_figures() -> None:
+    """The crossed design: scaling table and plot, memory of the full fit, sparse vs dense path."""
+    print(f"\ncrossed design ({CROSSED_FORMULA}, ML), median of 3 fits:")
+    table = crossed_scaling()
+    print(table.to_string(index=False, formatters={"scale": "{:g}".format, "median_s": "{:.3f}".format,
+                                                   "min_s": "{:.3f}".format, "loglik": "{:.6f}".format}))
+    full = table.iloc[-1]
+    print(f"full size: {full['median_s']:.2f} s (target < 2 s); time per observation from 1/8 to full: "
+          + ", ".join(f"{1e6 * r.median_s / r.n:.1f}" for r in table.itertuples()) + " us")
+    SCALING_CSV.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(SCALING_CSV, index=False, float_format="%.10g")
+    PLOT_DIR.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(table["n"], table["median_s"], "o-")
+    ax.set_xlabel("observations")
+    ax.set_ylabel("fit time (s)")
+    ax.set_title("crossed design: median ML fit time", fontsize=10)
+    fig.savefig(PLOT_DIR / "crossed_scaling.png", dpi=110, bbox_inches="tight")
+    print(f"table written to {SCALING_CSV}, plot to {PLOT_DIR / 'crossed_scaling.png'}")
+
+    frame = simulate_crossed(1.0)
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    _timed_fit(frame)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"full crossed fit: peak memory added = {(peak - base) / 2**20:.0f} MiB (tracemalloc; target < 1 GiB); "
+          f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+    sparse_versus_dense(CROSSED_SCALES[1])
+
+
+def sparse_versus_dense(scale: float) -> None:
+    """The same ML fit through the sparse and the dense path (the full-size dense path takes too
+    long to run each time: its log-likelihood at full size is recorded in the closing note of issue 13)."""
+    design = build_design(parse_formula(CROSSED_FORMULA), simulate_crossed(scale))
+    fits = {}
+    for sparse in (True, False):
+        start = time.perf_counter()
+        cp = CrossProducts.from_design(design, sparse=sparse)
+        opt = optimize_theta(design, cp, False)
+        fits[sparse] = (LmerFit.from_theta(design, cp, False, opt.theta), time.perf_counter() - start)
+    (s, s_time), (d, d_time) = fits[True], fits[False]
+    print(f"crossed design at {scale:g} size (n = {design.nobs}): log-likelihood sparse path {s.loglik:.8f} "
+          f"({s_time:.2f} s), dense path {d.loglik:.8f} ({d_time:.2f} s), difference {s.loglik - d.loglik:.1e}")
+
+
 def bootstrap_figures() -> None:
     pulp = data("pulp")
     alt = lmmnotes.lmer("bright ~ 1 + (1 | operator)", pulp, reml=False)
@@ -106,6 +245,8 @@ def bootstrap_figures() -> None:
 
 if __name__ == "__main__":
     main()
+    repeated_measures_figures()
+    crossed_figures()
     bootstrap_figures()
     from gibbs import gibbs_figures  # benchmarks/gibbs.py: the Gibbs samplers' speed
 

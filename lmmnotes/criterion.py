@@ -26,19 +26,6 @@ The profiled deviance (ML) and REML criterion are
     d(\theta) = \log|L_\theta|^2 + n\left[1 + \log\frac{2\pi r^2(\theta)}{n}\right], \qquad
     d_R(\theta) = \log|L_\theta|^2 + \log|R_X|^2 + (n-p)\left[1 + \log\frac{2\pi r^2(\theta)}{n-p}\right].
 
-The gradient (:func:`criterion_and_gradient`) needs no more than the same factorization. With
-:math:`A = L_\theta L_\theta^\top` and :math:`E_i = \partial\Lambda/\partial\theta_i` (the
-positions that hold :math:`\theta_i`), by the envelope theorem for the penalized least squares
-problem and Jacobi's formula,
-
-.. math::
-    \frac{\partial r^2}{\partial\theta_i} = -2\,(Z^\top e)^\top E_i \tilde u, \quad
-    \frac{\partial \log|A|}{\partial\theta_i} = 2\operatorname{tr}(E_i^\top Z^\top Z\Lambda A^{-1}), \quad
-    \frac{\partial \log|R_X|^2}{\partial\theta_i} = -2\operatorname{tr}(E_i^\top W (R_X^\top R_X)^{-1} W^\top\Lambda),
-
-with :math:`e = y - X\hat\beta - Z\Lambda\tilde u` and :math:`W = Z^\top X - Z^\top Z\Lambda A^{-1}\Lambda^\top Z^\top X`
-(:math:`= Z^\top V^{-1} X` for :math:`V = I + Z\Lambda\Lambda^\top Z^\top`).
-
 Only cross-products of ``[Z X y]`` are needed, computed once in :class:`CrossProducts`; no
 n x n matrix is ever formed. The first random-effects term (the one with most levels, as lme4
 orders them) has a block-diagonal :math:`Z_1^\top Z_1`, one :math:`p_1 \times p_1` block per level, so
@@ -52,6 +39,47 @@ orders them) has a block-diagonal :math:`Z_1^\top Z_1`, one :math:`p_1 \times p_
 where :math:`A = \Lambda^\top Z^\top Z\Lambda + I` is split after the first term: :math:`L_{11}` is a
 batch of tiny :math:`p_1 \times p_1` factors, and only the remaining terms (usually far fewer random
 effects) need a dense factor :math:`L_{22}`. With a single term the second block is empty.
+
+The off-diagonal block keeps the sparsity of the data. With :math:`N = Z_2^\top Z_1` (one
+nonzero block per pair of levels that share an observation), :math:`A_{21} = \Lambda_2^\top N
+(I \otimes T_1)`, so :math:`L_{21} = \Lambda_2^\top N (I \otimes T_1 L_{11,k}^{-\top})` has the pattern of
+:math:`N`, and the Schur complement is
+
+.. math::
+    A_{22} - L_{21}L_{21}^\top = \Lambda_2^\top (Z_2^\top Z_2 - N W N^\top) \Lambda_2 + I, \qquad
+    W = \operatorname{diag}_k(T_1 A_{11,k}^{-1} T_1^\top),
+
+a sum over the first term's levels k of products of the sparse columns of N. Small models
+keep N as a dense array and form :math:`N W N^\top` by a matrix product. Large ones (a crossed
+design with thousands of levels) keep N sparse and compute the :math:`N W N^\top` entries that
+can be nonzero as one sparse matrix :math:`K`, fixed by the pattern of N, times the
+:math:`l_1 p_1^2` numbers of W (:class:`SchurMap`): the cost is that of the nonzeros, not of
+:math:`q_2^2 l_1`. Only :math:`L_{22}` is dense, in lme4's order of the terms (no further
+reordering: for crossed factors the Schur complement is nearly full, so a fill-reducing order
+would not thin it).
+
+The gradient (:func:`criterion_and_gradient`) needs no more than the same factorization. With
+:math:`E_i = \partial\Lambda/\partial\theta_i` (the positions that hold :math:`\theta_i`), by the
+envelope theorem for the penalized least squares problem and Jacobi's formula,
+
+.. math::
+    \frac{\partial r^2}{\partial\theta_i} = -2\,(Z^\top e)^\top E_i \tilde u, \quad
+    \frac{\partial \log|A|}{\partial\theta_i} = 2\operatorname{tr}(E_i^\top Z^\top Z\Lambda A^{-1}), \quad
+    \frac{\partial \log|R_X|^2}{\partial\theta_i} = -2\operatorname{tr}(E_i^\top W_X (R_X^\top R_X)^{-1} W_X^\top\Lambda),
+
+with :math:`e = y - X\hat\beta - Z\Lambda\tilde u` and :math:`W_X = Z^\top X - Z^\top Z\Lambda A^{-1}\Lambda^\top Z^\top X`
+(:math:`= Z^\top V^{-1} X` for :math:`V = I + Z\Lambda\Lambda^\top Z^\top`). Only the diagonal blocks of
+:math:`M = Z^\top Z\Lambda A^{-1}` enter. With :math:`G_{22} = (L_{22}L_{22}^\top)^{-1}`,
+:math:`H = \Lambda_2 G_{22}\Lambda_2^\top` and :math:`Q_k = N_k^\top H N_k` (the level blocks of
+:math:`N^\top H N`, computed by :math:`K^\top` on the sparse path), the block inverse gives
+
+.. math::
+    M_{11,kk} = Z_1^\top Z_{1,k} T_1 G_{11,kk} - Q_k T_1 A_{11,k}^{-1}, \quad
+    G_{11,kk} = A_{11,k}^{-1} + A_{11,k}^{-1} T_1^\top Q_k T_1 A_{11,k}^{-1}, \quad
+    M_{22} = (Z_2^\top Z_2 - N W N^\top)\Lambda_2 G_{22},
+
+of which only the diagonal level blocks of :math:`M_{22}` are computed: no block of :math:`A^{-1}`
+between the first term and the others is ever formed.
 """
 
 from __future__ import annotations
@@ -59,26 +87,114 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg.lapack import dpotrf, dtrtrs
+import scipy.sparse as sp
+from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from .design import Design
+
+# Keep N = Z_2'Z_1 dense while it has at most this many entries (q_2 x q_1): below it, dense
+# products beat sparse ones, whose every call costs tens of microseconds (benchmarks/run.py).
+DENSE_LIMIT = 40_000
+
+
+@dataclass(frozen=True)
+class SchurMap:
+    r"""The sparse path's map from W to :math:`N W N^\top` (module docstring).
+
+    ``rows``, ``cols`` (``rows >= cols``) are the positions of the lower triangle of
+    :math:`N N^\top` that can be nonzero (those of :math:`Z_2^\top Z_2` among them: two effects
+    that share an observation share its level of the first term), ``c22`` holds
+    :math:`Z_2^\top Z_2` there, and ``K`` (positions x :math:`l_1 p_1^2`) has
+    :math:`K[s, (k, a, b)] = N[r_s, (k, a)]\, N[c_s, (k, b)]`, so that :math:`Z_2^\top Z_2 - N W N^\top`
+    is ``c22 - K @ W.ravel()`` at the positions, and :math:`K^\top` applied to the lower
+    triangle of a symmetric H gives the level blocks of :math:`N^\top H N`. ``scalar``: every
+    term after the first has one random effect per level, so :math:`\Lambda_2` is diagonal and
+    everything stays on the positions.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    c22: np.ndarray
+    K: sp.csc_matrix
+    q2: int
+    scalar: bool
+
+    @classmethod
+    def from_pattern(cls, N: sp.spmatrix, Z2Z2: sp.spmatrix, p1: int, scalar: bool) -> "SchurMap":
+        """Every pair of nonzeros of N in the columns of one level of the first term."""
+        N = sp.csc_matrix(N)
+        N.sort_indices()
+        q2, q1 = N.shape
+        l1 = q1 // p1
+        starts = N.indptr[:-1:p1].astype(np.int64)
+        sizes = N.indptr[p1::p1] - starts  # nonzeros of each level's p_1 columns
+        pairs = sizes**2
+        level = np.repeat(np.arange(l1), pairs)
+        within = np.arange(pairs.sum()) - np.repeat(np.cumsum(pairs) - pairs, pairs)
+        size = sizes[level]
+        e1 = starts[level] + within // size  # two nonzeros of the level's columns
+        e2 = starts[level] + within % size
+        del within, size
+        lower = N.indices[e1] >= N.indices[e2]
+        e1, e2, level = e1[lower], e2[lower], level[lower]
+        del lower
+        column = np.repeat(np.arange(q1), np.diff(N.indptr))  # the column of each nonzero of N
+        k_col = column[e1] * p1 + column[e2] - level * p1  # the column (k, a, b) of K: (k p_1 + a) p_1 + b
+        # number the positions through a q_2 x q_2 table (no sort; L_22 is q_2 x q_2 anyway)
+        key = N.indices[e1].astype(np.int64) * q2 + N.indices[e2]
+        number = np.full(q2 * q2, -1, dtype=np.int64)
+        number[key] = 0
+        positions = np.flatnonzero(number == 0)
+        number[positions] = np.arange(len(positions))
+        values = N.data[e1] * N.data[e2]
+        if p1 > 1:  # entries come level by level; within a level, sort by (a, b)
+            order = np.argsort(k_col, kind="stable")
+            key, values, k_col = key[order], values[order], k_col[order]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(k_col, minlength=l1 * p1 * p1))])
+        K = sp.csc_matrix((values, number[key], indptr), shape=(len(positions), l1 * p1 * p1))
+        rows, cols = np.divmod(positions, q2)
+        C = sp.coo_matrix(Z2Z2)
+        c22 = np.zeros(len(positions))
+        below = C.row >= C.col
+        c22[number[C.row[below].astype(np.int64) * q2 + C.col[below]]] = C.data[below]
+        return cls(rows, cols, c22, K, q2, scalar)
+
+    def schur(self, W: np.ndarray) -> np.ndarray:
+        """Z_2'Z_2 - N W N' at the positions."""
+        return self.c22 - self.K @ W.ravel()
+
+    def dense(self, values: np.ndarray, full: bool = True) -> np.ndarray:
+        """The symmetric q_2 x q_2 matrix with ``values`` at the positions (lower triangle only if not ``full``)."""
+        M = np.zeros((self.q2, self.q2))
+        M[self.rows, self.cols] = values
+        if full:
+            off = self.rows != self.cols
+            M[self.cols[off], self.rows[off]] = values[off]
+        return M
+
+    def level_quadratics(self, h: np.ndarray, l1: int, p1: int) -> np.ndarray:
+        """The level blocks of N' H N from the lower triangle h of H at the positions."""
+        h = np.where(self.rows == self.cols, 0.5 * h, h)  # K holds each pair once (i >= j): R + R' counts both orders
+        R = (self.K.T @ h).reshape(l1, p1, p1)
+        return R + np.swapaxes(R, 1, 2)
 
 
 @dataclass(frozen=True)
 class CrossProducts:
     """Cross-products of [Z X y], split after the first random-effects term.
 
-    Term 1 has l_1 levels of p_1 random effects; the other terms have q_2 random effects in all.
-    ``Z1Z1`` (l_1, p_1, p_1), ``Z1X`` (l_1, p_1, P) and ``Z1y`` (l_1, p_1) hold the first term's
-    blocks level by level; ``Z2Z1`` (q_2, l_1, p_1), ``Z2Z2`` (q_2, q_2), ``Z2X`` (q_2, P) and
-    ``Z2y`` (q_2,) the rest (empty with a single term).
+    Term 1 has l_1 levels of p_1 random effects (q_1 = l_1 p_1); the other terms have q_2 random
+    effects in all. ``Z1Z1`` (l_1, p_1, p_1), ``Z1X`` (l_1, p_1, P) and ``Z1y`` (l_1, p_1) hold the
+    first term's blocks level by level; ``Z2Z1`` (q_2, q_1), ``Z2Z2`` (q_2, q_2), ``Z2X`` (q_2, P)
+    and ``Z2y`` (q_2,) the rest (empty with a single term). ``Z2Z1`` and ``Z2Z2`` are dense arrays
+    on the dense path and scipy sparse matrices on the sparse path, which also has ``schur``.
     """
 
     Z1Z1: np.ndarray
     Z1X: np.ndarray
     Z1y: np.ndarray
-    Z2Z1: np.ndarray
-    Z2Z2: np.ndarray
+    Z2Z1: np.ndarray | sp.csr_matrix
+    Z2Z2: np.ndarray | sp.csr_matrix
     Z2X: np.ndarray
     Z2y: np.ndarray
     XtX: np.ndarray
@@ -86,33 +202,41 @@ class CrossProducts:
     yty: float
     n: int
     p: int
-    gamma: np.ndarray  # the response is stored as y - X gamma (module docstring of CrossProducts)
+    gamma: np.ndarray  # the response is stored as y - X gamma (docstring of with_response)
+    schur: SchurMap | None = None  # the sparse path's map (None: the dense path)
 
     @property
     def q2(self) -> int:
         return self.Z2Z2.shape[0]
 
     @classmethod
-    def from_design(cls, design: Design, y: np.ndarray | None = None) -> "CrossProducts":
+    def from_design(cls, design: Design, y: np.ndarray | None = None, *, sparse: bool | None = None) -> "CrossProducts":
+        """The cross-products; ``sparse`` chooses the path (default: sparse when N = Z_2'Z_1 has
+        more than ``DENSE_LIMIT`` entries)."""
         y = design.y if y is None else y
         X = design.X
         t = design.terms[0]
         l1, p1, codes, Xt = t.n_levels, t.p, t.codes, t.X
-        # sums over the rows of each level of outer products, by np.add.at on the level codes
-        Z1Z1 = np.zeros((l1, p1, p1))
-        np.add.at(Z1Z1, codes, Xt[:, :, None] * Xt[:, None, :])
-        Z1X = np.zeros((l1, p1, X.shape[1]))
-        np.add.at(Z1X, codes, Xt[:, :, None] * X[:, None, :])
-        Z2 = design.Z()[:, l1 * p1:]
-        q2 = Z2.shape[1]
-        Z2Z1 = np.zeros((q2, l1, p1))
+        # sums over the rows of each level of outer products, by bincount on the level codes
+        Z1Z1 = _level_sums(codes, Xt[:, :, None] * Xt[:, None, :], l1)
+        Z1X = _level_sums(codes, Xt[:, :, None] * X[:, None, :], l1)
+        q2 = design.q - l1 * p1
+        if sparse is None:
+            sparse = q2 * l1 * p1 > DENSE_LIMIT
+        schur = None
         if q2:
-            Z1 = design.Z()[:, :l1 * p1]
-            Z2Z1 = (Z2.T @ Z1).toarray().reshape(q2, l1, p1)
-        Z2Z2 = (Z2.T @ Z2).toarray()
-        Z2X = np.asarray(Z2.T @ X)
+            Z = design.Z()
+            Z1, Z2 = Z[:, :l1 * p1], Z[:, l1 * p1:]
+            N, Z2Z2 = (Z2.T @ Z1).tocsr(), (Z2.T @ Z2).tocsr()
+            scalar = all(term.p == 1 for term in design.terms[1:])
+            schur = SchurMap.from_pattern(N, Z2Z2, p1, scalar) if sparse else None
+            if not sparse:
+                N, Z2Z2 = N.toarray(), Z2Z2.toarray()
+            Z2X = np.asarray(Z2.T @ X)
+        else:  # a single term: no second block
+            N, Z2Z2, Z2X = np.zeros((0, l1 * p1)), np.zeros((0, 0)), np.zeros((0, X.shape[1]))
         empty = np.zeros(0)
-        base = cls(Z1Z1, Z1X, empty, Z2Z1, Z2Z2, Z2X, empty, X.T @ X, empty, 0.0, len(y), X.shape[1], empty)
+        base = cls(Z1Z1, Z1X, empty, N, Z2Z2, Z2X, empty, X.T @ X, empty, 0.0, len(y), X.shape[1], empty, schur)
         return base.with_response(design, y)
 
     def with_response(self, design: Design, y: np.ndarray) -> "CrossProducts":
@@ -129,7 +253,7 @@ class CrossProducts:
         resid = y - X @ gamma
         Z1y, Z2y = _Zt_times(design, resid)
         return CrossProducts(self.Z1Z1, self.Z1X, Z1y, self.Z2Z1, self.Z2Z2, self.Z2X, Z2y, self.XtX,
-                             X.T @ resid, float(resid @ resid), self.n, self.p, gamma)
+                             X.T @ resid, float(resid @ resid), self.n, self.p, gamma, self.schur)
 
     def with_offset(self, j: int, value: float) -> "CrossProducts":
         """Cross-products of the model without fixed effect j, for the response y - value * x_j.
@@ -143,16 +267,23 @@ class CrossProducts:
             self.Z1Z1, self.Z1X[..., keep], self.Z1y + c * self.Z1X[..., j], self.Z2Z1, self.Z2Z2,
             self.Z2X[:, keep], self.Z2y + c * self.Z2X[:, j], self.XtX[np.ix_(keep, keep)],
             self.Xty[keep] + c * self.XtX[keep, j],
-            self.yty + 2 * c * self.Xty[j] + c**2 * self.XtX[j, j], self.n, self.p - 1, self.gamma[keep])
+            self.yty + 2 * c * self.Xty[j] + c**2 * self.XtX[j, j], self.n, self.p - 1, self.gamma[keep], self.schur)
+
+
+def _level_sums(codes: np.ndarray, values: np.ndarray, n_levels: int) -> np.ndarray:
+    """Sums of ``values`` (n, ...) over the rows of each level: shape (n_levels, ...)."""
+    flat = values.reshape(len(codes), -1)
+    out = np.empty((n_levels, flat.shape[1]))
+    for j in range(flat.shape[1]):
+        out[:, j] = np.bincount(codes, weights=flat[:, j], minlength=n_levels)
+    return out.reshape((n_levels,) + values.shape[1:])
 
 
 def _Zt_times(design: Design, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Z'v split as the first term's (l_1, p_1) blocks and the other terms' (q_2,) vector."""
-    t = design.terms[0]
-    first = np.zeros((t.n_levels, t.p))
-    np.add.at(first, t.codes, t.X * v[:, None])
-    rest = np.asarray(design.Z()[:, t.n_levels * t.p:].T @ v) if len(design.terms) > 1 else np.zeros(0)
-    return first, rest
+    first = _level_sums(design.terms[0].codes, design.terms[0].X * v[:, None], design.terms[0].n_levels)
+    rest = [_level_sums(t.codes, t.X * v[:, None], t.n_levels).ravel() for t in design.terms[1:]]
+    return first, np.concatenate(rest) if rest else np.zeros(0)
 
 
 @dataclass(frozen=True)
@@ -167,9 +298,11 @@ class PlsSolution:
     u: np.ndarray  # spherical random effects, level by level within each term
     R_X: np.ndarray
     L11: np.ndarray  # (l_1, p_1, p_1) lower-triangular blocks
-    L21: np.ndarray  # (q_2, l_1, p_1)
+    L21: np.ndarray | sp.csr_matrix  # (q_2, q_1), with the pattern of Z_2'Z_1 (sparse on the sparse path)
     L22: np.ndarray  # (q_2, q_2) lower triangular
     L11_inv: np.ndarray  # the inverses of the L11 blocks
+    T1: np.ndarray  # the first term's template
+    Lam2: np.ndarray | sp.csr_matrix  # Lambda for the other terms
 
     @property
     def L(self) -> np.ndarray:
@@ -179,7 +312,7 @@ class PlsSolution:
         L = np.zeros((q1 + q2, q1 + q2))
         for k in range(l1):
             L[k * p1:(k + 1) * p1, k * p1:(k + 1) * p1] = self.L11[k]
-        L[q1:, :q1] = self.L21.reshape(q2, q1)
+        L[q1:, :q1] = self.L21.toarray() if sp.issparse(self.L21) else self.L21
         L[q1:, q1:] = self.L22
         return L
 
@@ -191,6 +324,8 @@ def _cholesky_blocks(A: np.ndarray) -> np.ndarray:
     tiny blocks of a random-effects term this is much faster than l LAPACK calls.
     """
     p = A.shape[1]
+    if p == 1:
+        return np.sqrt(A)
     L = np.zeros_like(A)
     for j in range(p):
         L[:, j, j] = np.sqrt(A[:, j, j] - np.sum(L[:, j, :j] ** 2, axis=1))
@@ -202,6 +337,8 @@ def _cholesky_blocks(A: np.ndarray) -> np.ndarray:
 def _invert_lower_blocks(L: np.ndarray) -> np.ndarray:
     """Inverses of a stack of lower-triangular p x p blocks, column by column, vectorized over levels."""
     p = L.shape[1]
+    if p == 1:
+        return 1.0 / L
     inv = np.zeros_like(L)
     for j in range(p):
         inv[:, j, j] = 1.0 / L[:, j, j]
@@ -215,21 +352,93 @@ def _trsolve(R: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
     return dtrtrs(R, b, **kwargs)[0] if R.size else np.zeros_like(b)
 
 
-def _lambda_rest(theta: np.ndarray, design: Design) -> np.ndarray:
-    """Lambda_2, the block of Lambda_theta for the terms after the first, as a dense (q_2, q_2) array."""
+def _lambda_rest(theta: np.ndarray, design: Design, sparse: bool = False) -> np.ndarray | sp.csr_matrix:
+    """Lambda_2, the block of Lambda_theta for the terms after the first (q_2, q_2), dense or sparse."""
     rows, cols, which = _rest_index(design)
-    q1 = design.terms[0].n_levels * design.terms[0].p
-    Lam = np.zeros((design.q - q1, design.q - q1))
+    q2 = design.q - design.terms[0].n_levels * design.terms[0].p
+    if sparse:
+        return sp.csr_matrix((theta[which], (rows, cols)), shape=(q2, q2))
+    Lam = np.zeros((q2, q2))
     Lam[rows, cols] = theta[which]
     return Lam
 
 
 def _rest_index(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """design.lambda_index restricted to the terms after the first, with rows/columns from 0."""
-    rows, cols, which = design.lambda_index
-    q1 = design.terms[0].n_levels * design.terms[0].p
-    keep = rows >= q1
-    return rows[keep] - q1, cols[keep] - q1, which[keep]
+    return design.lambda_index_rest
+
+
+def _sandwich(Lam: np.ndarray | sp.csr_matrix, M: np.ndarray) -> np.ndarray:
+    """Lam' M Lam for a symmetric dense M, with Lam dense or sparse."""
+    if sp.issparse(Lam):
+        return Lam.T @ np.ascontiguousarray((Lam.T @ M).T)
+    return Lam.T @ M @ Lam
+
+
+def _schur_complement(cp: CrossProducts, W: np.ndarray, Lam2) -> tuple[np.ndarray, np.ndarray]:
+    """S22 = Z_2'Z_2 - N W N' for the level blocks W (l_1, p_1, p_1), and the matrix
+    Lambda_2' S22 Lambda_2 + I = A_22 - L_21 L_21' (its lower triangle) that L_22 factors.
+
+    Dense path: S22 is a dense array, N W N' a matrix product. Sparse path: S22 is its values at
+    ``cp.schur``'s positions, ``c22 - K W``; with a diagonal Lambda_2 only the lower triangle
+    is ever filled.
+    """
+    s = cp.schur
+    if s is None:
+        N = cp.Z2Z1
+        l1, p1 = W.shape[:2]
+        NW = N * W[:, 0, 0] if p1 == 1 else np.einsum("ika,kab->ikb", N.reshape(-1, l1, p1), W).reshape(N.shape)
+        S22 = cp.Z2Z2 - NW @ N.T
+        S = _sandwich(Lam2, S22)
+    else:
+        S22 = s.schur(W)
+        if s.scalar:
+            lam = Lam2.diagonal()
+            S = s.dense(lam[s.rows] * S22 * lam[s.cols], full=False)
+        else:
+            S = _sandwich(Lam2, s.dense(S22))
+    S[np.diag_indices_from(S)] += 1.0
+    return S22, S
+
+
+def _inverse_products(cp: CrossProducts, f, l1: int, p1: int, rows: np.ndarray | None = None,
+                      cols: np.ndarray | None = None):
+    r"""From :math:`G_{22} = (L_{22}L_{22}^\top)^{-1}`: the level blocks :math:`Q_k` of
+    :math:`N^\top \Lambda_2 G_{22} \Lambda_2^\top N` and the values of
+    :math:`(Z_2^\top Z_2 - N W N^\top)\Lambda_2 G_{22}` at the positions (rows, cols) of
+    :math:`\Lambda_2` (module docstring). Also returns :math:`G_{22}` (its lower triangle on the
+    sparse path with a diagonal :math:`\Lambda_2`).
+    """
+    G22, info = dpotri(f.L22, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError("L_22 is singular")
+    s, Lam2 = cp.schur, f.Lam2
+    if s is not None and s.scalar:  # everything on the positions: H = lam G22 lam
+        lam = Lam2.diagonal()
+        g = G22[s.rows, s.cols]
+        Q = s.level_quadratics(lam[s.rows] * g * lam[s.cols], l1, p1)
+        if rows is None:
+            return Q, None, G22
+        e = f.S22 * g  # (S22 Lambda_2 G22)_rr = sum_j S22_rj lam_j G22_jr, over both triangles
+        off = s.rows != s.cols
+        m22 = (np.bincount(s.rows, weights=e * lam[s.cols], minlength=s.q2)
+               + np.bincount(s.cols[off], weights=e[off] * lam[s.rows[off]], minlength=s.q2))
+        return Q, m22[rows], G22
+    G22 = np.tril(G22) + np.tril(G22, -1).T
+    H = _sandwich(Lam2.T, G22)  # Lambda_2 G22 Lambda_2'
+    LG = np.asarray(Lam2 @ G22)
+    if s is None:
+        N = cp.Z2Z1
+        if p1 == 1:
+            Q = np.einsum("ik,ik->k", N, H @ N)[:, None, None]
+        else:
+            Q = np.einsum("ika,ikb->kab", N.reshape(-1, l1, p1), (H @ N).reshape(-1, l1, p1))
+        S22 = f.S22 if rows is not None else None
+    else:
+        Q = s.level_quadratics(H[s.rows, s.cols], l1, p1)
+        S22 = s.dense(f.S22) if rows is not None else None
+    m22 = np.einsum("ij,ji->i", S22[rows], LG[:, cols]) if rows is not None else None
+    return Q, m22, G22
 
 
 @dataclass(frozen=True)
@@ -237,11 +446,12 @@ class _Factor:
     """The blocked Cholesky factor at one theta, with c_u, c_beta and r^2."""
 
     T1: np.ndarray  # the first term's template
-    Lam2: np.ndarray  # Lambda for the other terms
+    Lam2: np.ndarray | sp.csr_matrix  # Lambda for the other terms
     L11: np.ndarray
-    L21: np.ndarray
-    L22: np.ndarray
     L11_inv: np.ndarray  # inverses of the tiny L11 blocks: triangular solves become batched products
+    TLt: np.ndarray  # T_1 L_11,k^{-T}, level by level: L_21 = Lambda_2' N (I x TLt)
+    S22: np.ndarray  # Z_2'Z_2 - N W N', so that A_22 - L_21 L_21' = Lambda_2' S22 Lambda_2 + I
+    L22: np.ndarray
     RZX: np.ndarray  # (q, P): the first term's rows level by level, then the rest
     R_X: np.ndarray
     cu: np.ndarray  # (q,)
@@ -251,22 +461,22 @@ class _Factor:
     r2: float
 
 
-def _lower_solve(f: "_Factor | PlsSolution", B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _lower_solve(f: _Factor, cp: CrossProducts, B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Solve L_theta x = [B1; B2] with B1 (l_1, p_1, m), B2 (q_2, m): forward substitution by blocks."""
     x1 = f.L11_inv @ B1
-    if not f.L22.size:
+    if not cp.q2:
         return x1, B2
-    q1 = x1.shape[0] * x1.shape[1]
-    rhs2 = B2 - f.L21.reshape(f.L22.shape[0], q1) @ x1.reshape(q1, B1.shape[2])
-    return x1, _trsolve(f.L22, rhs2, lower=1)
+    L21x1 = f.Lam2.T @ (cp.Z2Z1 @ (f.TLt @ x1).reshape(cp.Z2Z1.shape[1], B1.shape[2]))
+    return x1, _trsolve(f.L22, B2 - L21x1, lower=1)
 
 
-def _upper_solve(f: "_Factor | PlsSolution", B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _upper_solve(f: _Factor, cp: CrossProducts, B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Solve L_theta' x = [B1; B2]: back substitution by blocks (the second block first)."""
-    x2 = _trsolve(f.L22, B2, lower=1, trans=1) if f.L22.size else B2
-    if f.L22.size:
-        B1 = B1 - np.einsum("qkp,qm->kpm", f.L21, x2)
-    return np.swapaxes(f.L11_inv, 1, 2) @ B1, x2
+    if not cp.q2:
+        return np.swapaxes(f.L11_inv, 1, 2) @ B1, B2
+    x2 = _trsolve(f.L22, B2, lower=1, trans=1)
+    L21tx2 = np.swapaxes(f.TLt, 1, 2) @ (cp.Z2Z1.T @ (f.Lam2 @ x2)).reshape(B1.shape)
+    return np.swapaxes(f.L11_inv, 1, 2) @ (B1 - L21tx2), x2
 
 
 def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
@@ -275,19 +485,17 @@ def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
     T1 = t.template(theta[design.theta_slices[0]])
     L11 = _cholesky_blocks(T1.T @ cp.Z1Z1 @ T1 + np.eye(t.p))  # A_11, level by level
     L11_inv = _invert_lower_blocks(L11)
-    Lam2 = _lambda_rest(theta, design) if cp.q2 else np.zeros((0, 0))
-    L21 = np.zeros((0, t.n_levels, t.p))
-    L22 = np.zeros((0, 0))
+    TLt = T1 @ np.swapaxes(L11_inv, 1, 2)
+    Lam2, S22, L22 = np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0))
     if cp.q2:
-        A21 = np.einsum("qr,rkp,ps->qks", Lam2.T, cp.Z2Z1, T1)  # Lambda_2' Z_2'Z_1 (I x T_1)
-        L21 = np.einsum("qkp,ksp->qks", A21, L11_inv)  # A_21 L_11^{-T}, level by level
-        flat = L21.reshape(cp.q2, -1)
-        L22, info = dpotrf(Lam2.T @ cp.Z2Z2 @ Lam2 + np.eye(cp.q2) - flat @ flat.T, lower=1, clean=1)
+        Lam2 = _lambda_rest(theta, design, sparse=cp.schur is not None)
+        S22, S = _schur_complement(cp, TLt @ np.swapaxes(TLt, 1, 2), Lam2)  # W_k = T_1 A_11,k^{-1} T_1'
+        L22, info = dpotrf(S, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             raise np.linalg.LinAlgError("Lambda' Z'Z Lambda + I is not positive definite")
-    f0 = _Factor(T1, Lam2, L11, L21, L22, L11_inv, None, None, None, None, 0.0, 0.0, 0.0)
-    cu1, cu2 = _lower_solve(f0, (cp.Z1y @ T1)[:, :, None], (Lam2.T @ cp.Z2y)[:, None])
-    R1, R2 = _lower_solve(f0, T1.T @ cp.Z1X, Lam2.T @ cp.Z2X)
+    f0 = _Factor(T1, Lam2, L11, L11_inv, TLt, S22, L22, None, None, None, None, 0.0, 0.0, 0.0)
+    cu1, cu2 = _lower_solve(f0, cp, (cp.Z1y @ T1)[:, :, None], (Lam2.T @ cp.Z2y)[:, None])
+    R1, R2 = _lower_solve(f0, cp, T1.T @ cp.Z1X, Lam2.T @ cp.Z2X)
     cu = np.concatenate([cu1.ravel(), cu2.ravel()])
     RZX = np.vstack([R1.reshape(t.n_levels * t.p, cp.p), R2])
     R_X, info = dpotrf(cp.XtX - RZX.T @ RZX, lower=0, clean=1) if cp.p else (np.zeros((0, 0)), 0)
@@ -297,8 +505,8 @@ def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
     r2 = max(cp.yty - cu @ cu - c_beta @ c_beta, np.finfo(float).tiny)
     logdet_L2 = 2.0 * (np.log(np.diagonal(L11, axis1=1, axis2=2)).sum() + np.log(np.diag(L22)).sum())
     logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
-    return _Factor(T1, Lam2, L11, L21, L22, L11_inv, RZX, R_X, cu, c_beta, float(logdet_L2), float(logdet_RX2),
-                   float(r2))
+    return _Factor(T1, Lam2, L11, L11_inv, TLt, S22, L22, RZX, R_X, cu, c_beta, float(logdet_L2),
+                   float(logdet_RX2), float(r2))
 
 
 def _split(v: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarray]:
@@ -308,11 +516,11 @@ def _split(v: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarray]:
     return v[:q1].reshape(t.n_levels, t.p, *v.shape[1:]), v[q1:]
 
 
-def _estimates(f: _Factor, design: Design, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _estimates(f: _Factor, design: Design, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """beta-hat - gamma = R_X^{-1} c_beta and u-tilde = L_theta^{-T}(c_u - R_ZX (beta-hat - gamma)), u as (blocks, rest)."""
     beta = _trsolve(f.R_X, f.c_beta, lower=0)
     r1, r2 = _split(f.cu - f.RZX @ beta, design)
-    u1, u2 = _upper_solve(f, r1[:, :, None], r2[:, None])
+    u1, u2 = _upper_solve(f, cp, r1[:, :, None], r2[:, None])
     return beta, u1[:, :, 0], u2[:, 0]
 
 
@@ -320,9 +528,17 @@ def pls(theta: np.ndarray, design: Design, cp: CrossProducts) -> PlsSolution:
     """Solve the penalized least squares problem for ``theta``: beta-hat and u-tilde (module docstring)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     f = _factorize(theta, design, cp)
-    beta, u1, u2 = _estimates(f, design, cp.p)
+    beta, u1, u2 = _estimates(f, design, cp)
+    N = cp.Z2Z1  # L_21 = Lambda_2' N (I x TLt): sparse with the pattern of N on the sparse path
+    if sp.issparse(N):
+        k, a, b = np.indices(f.TLt.shape).reshape(3, -1)
+        p1 = f.TLt.shape[1]
+        blocks = sp.csr_matrix((f.TLt.ravel(), (k * p1 + a, k * p1 + b)), shape=(N.shape[1],) * 2)
+        L21 = sp.csr_matrix(f.Lam2.T @ (N @ blocks))
+    else:
+        L21 = f.Lam2.T @ np.einsum("ika,kab->ikb", N.reshape(cp.q2, *f.TLt.shape[:2]), f.TLt).reshape(N.shape)
     return PlsSolution(theta, f.logdet_L2, f.logdet_RX2, f.r2, beta + cp.gamma, np.concatenate([u1.ravel(), u2]), f.R_X,
-                       f.L11, f.L21, f.L22, f.L11_inv)
+                       f.L11, L21, f.L22, f.L11_inv, f.T1, f.Lam2)
 
 
 def _criterion(f: "_Factor | PlsSolution", n: int, p: int, reml: bool) -> float:
@@ -345,40 +561,40 @@ def profiled_criterion(theta: np.ndarray, design: Design, cp: CrossProducts, rem
 
 
 # ---- A^{-1} by blocks, and the gradient ------------------------------------------------------------
-def inverse_blocks(f: "_Factor | PlsSolution") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""The blocks of :math:`G = A^{-1} = (L_\theta L_\theta^\top)^{-1}` that the gradient and the
-    conditional variances need: the diagonal blocks :math:`G_{11,kk}` (l_1, p_1, p_1), the
-    off-diagonal block :math:`G_{21}` (q_2, l_1, p_1) and :math:`G_{22}` (q_2, q_2). With
-    :math:`B = L_{21}L_{11}^{-1} = A_{21}A_{11}^{-1}`,
-    :math:`G_{22} = (L_{22}L_{22}^\top)^{-1}`, :math:`G_{21} = -G_{22}B` and
-    :math:`G_{11,kk} = A_{11,k}^{-1} + B_k^\top G_{22} B_k`.
+def _inverse_parts(f: "_Factor | PlsSolution", cp: CrossProducts, rows=None, cols=None):
+    r"""The diagonal blocks of :math:`G_{11}`, :math:`G_{22}`, :math:`Q` and :math:`T_1 A_{11,k}^{-1}`
+    (and the values of :math:`M_{22}` at (rows, cols) if given; module docstring)."""
+    A11_inv = np.swapaxes(f.L11_inv, 1, 2) @ f.L11_inv
+    TA = f.T1 @ A11_inv  # T_1 A_11,k^{-1}
+    if not cp.q2:
+        return A11_inv, np.zeros((0, 0)), np.zeros_like(A11_inv), TA, np.zeros(0)
+    Q, m22, G22 = _inverse_products(cp, f, *A11_inv.shape[:2], rows, cols)
+    G11 = A11_inv + np.swapaxes(TA, 1, 2) @ Q @ TA
+    return G11, G22, Q, TA, m22
+
+
+def inverse_blocks(f: "_Factor | PlsSolution", cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
+    r"""The blocks of :math:`G = A^{-1} = (L_\theta L_\theta^\top)^{-1}` that the conditional
+    variances need: the first term's diagonal blocks :math:`G_{11,kk}` (l_1, p_1, p_1),
+    :math:`A_{11,k}^{-1} + A_{11,k}^{-1}T_1^\top Q_k T_1 A_{11,k}^{-1}`, and
+    :math:`G_{22} = (L_{22}L_{22}^\top)^{-1}` (q_2, q_2). The block between them is never formed.
     """
-    L11_inv = f.L11_inv
-    G11 = np.swapaxes(L11_inv, 1, 2) @ L11_inv
-    q2 = f.L22.shape[0]
-    if not q2:
-        return G11, np.zeros((0,) + G11.shape[:2]), np.zeros((0, 0))
-    L22_inv = _trsolve(f.L22, np.eye(q2), lower=1)
-    G22 = L22_inv.T @ L22_inv
-    B = np.einsum("qkp,kps->qks", f.L21, L11_inv)
-    G21 = -(G22 @ B.reshape(q2, -1)).reshape(B.shape)
-    G11 = G11 - np.einsum("qkp,qks->kps", B, G21)
-    return G11, G21, G22
+    G11, G22, *_ = _inverse_parts(f, cp)
+    return G11, np.tril(G22) + np.tril(G22, -1).T
 
 
-def _pattern_sums(M11: np.ndarray, M22: np.ndarray, design: Design) -> np.ndarray:
+def _pattern_sums(M11: np.ndarray, m22: np.ndarray, design: Design) -> np.ndarray:
     """tr(E_i' M) for every theta_i: the sum of M over the positions of Lambda that hold theta_i.
 
-    Only the diagonal blocks of M are needed: M11 (l_1, p_1, p_1) for the first term and the
-    dense M22 (q_2, q_2) for the others.
+    Only the diagonal blocks of M are needed: M11 (l_1, p_1, p_1) for the first term and, for
+    the others, the values ``m22`` of M at the positions of Lambda_2 (``_rest_index``).
     """
     out = np.zeros(len(design.theta_lower))
     t = design.terms[0]
     rows, cols = t._lower
     out[design.theta_slices[0]] = M11.sum(axis=0)[rows, cols]
-    if M22.size:
-        r, c, which = _rest_index(design)
-        out += np.bincount(which, weights=M22[r, c], minlength=len(out))
+    if m22.size:
+        out += np.bincount(_rest_index(design)[2], weights=m22, minlength=len(out))
     return out
 
 
@@ -387,9 +603,8 @@ def _ZtZ_times(cp: CrossProducts, v1: np.ndarray, v2: np.ndarray) -> tuple[np.nd
     out1 = cp.Z1Z1 @ v1
     if not cp.q2:
         return out1, np.zeros((0, v1.shape[2]))
-    q1 = v1.shape[0] * v1.shape[1]
-    out2 = cp.Z2Z1.reshape(cp.q2, q1) @ v1.reshape(q1, v1.shape[2]) + cp.Z2Z2 @ v2
-    return out1 + np.einsum("qkp,qm->kpm", cp.Z2Z1, v2), out2
+    out2 = cp.Z2Z1 @ v1.reshape(cp.Z2Z1.shape[1], v1.shape[2]) + cp.Z2Z2 @ v2
+    return out1 + (cp.Z2Z1.T @ v2).reshape(v1.shape), out2
 
 
 def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> tuple[float, np.ndarray]:
@@ -397,32 +612,27 @@ def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts,
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     f = _factorize(theta, design, cp)
     T1, Lam2 = f.T1, f.Lam2
-    beta, u1, u2 = _estimates(f, design, cp.p)
-    G11, G21, G22 = inverse_blocks(f)
-    # the diagonal blocks of M = Z'Z Lambda G
-    M11 = cp.Z1Z1 @ T1 @ G11
-    M22 = np.zeros((0, 0))
-    if cp.q2:
-        ZL = np.einsum("qkp,qr->kpr", cp.Z2Z1, Lam2)  # (Z_1'Z_2 Lambda_2), level by level
-        M11 = M11 + np.einsum("kpr,rks->kps", ZL, G21)
-        ZT = (cp.Z2Z1 @ T1).reshape(cp.q2, -1)  # Z_2'Z_1 (I x T_1)
-        M22 = ZT @ G21.reshape(cp.q2, -1).T + cp.Z2Z2 @ Lam2 @ G22
-    d_logdet = 2.0 * _pattern_sums(M11, M22, design)
+    beta, u1, u2 = _estimates(f, design, cp)
+    rows, cols, _ = _rest_index(design)
+    G11, _, Q, TA, m22 = _inverse_parts(f, cp, rows, cols)
+    # the diagonal blocks of M = Z'Z Lambda G: M11 level by level, M22 at the positions of Lambda_2
+    M11 = cp.Z1Z1 @ T1 @ G11 - Q @ TA
+    d_logdet = 2.0 * _pattern_sums(M11, m22, design)
     # Z'e with e = y - X beta - Z Lambda u
     ZZb1, ZZb2 = _ZtZ_times(cp, (u1 @ T1.T)[:, :, None], (Lam2 @ u2)[:, None])
     Zte1 = cp.Z1y - cp.Z1X @ beta - ZZb1[:, :, 0]
     Zte2 = cp.Z2y - cp.Z2X @ beta - ZZb2[:, 0]
-    d_r2 = -2.0 * _pattern_sums(Zte1[:, :, None] * u1[:, None, :], np.outer(Zte2, u2), design)
+    d_r2 = -2.0 * _pattern_sums(Zte1[:, :, None] * u1[:, None, :], Zte2[rows] * u2[cols], design)
     dof = cp.n - cp.p if reml else cp.n
     gradient = d_logdet + dof * d_r2 / f.r2
     if reml and cp.p:
         R_inv = _trsolve(f.R_X, np.eye(cp.p), lower=0)
         Phi = R_inv @ R_inv.T  # (R_X' R_X)^{-1}
         # W = Z'X - Z'Z Lambda G Lambda' Z'X, with G Lambda' Z'X = L^{-T} R_ZX
-        V1, V2 = _upper_solve(f, *_split(f.RZX, design))
+        V1, V2 = _upper_solve(f, cp, *_split(f.RZX, design))
         ZZ1, ZZ2 = _ZtZ_times(cp, T1 @ V1, Lam2 @ V2)
         W1, W2 = cp.Z1X - ZZ1, cp.Z2X - ZZ2
         N11 = W1 @ Phi @ np.swapaxes(W1, 1, 2) @ T1
-        N22 = W2 @ Phi @ W2.T @ Lam2 if cp.q2 else np.zeros((0, 0))
-        gradient = gradient - 2.0 * _pattern_sums(N11, N22, design)
+        n22 = np.einsum("ij,ij->i", (W2 @ Phi)[rows], (Lam2.T @ W2)[cols]) if cp.q2 else np.zeros(0)
+        gradient = gradient - 2.0 * _pattern_sums(N11, n22, design)
     return float(_criterion(f, cp.n, cp.p, reml)), gradient

@@ -145,6 +145,14 @@ class Design:
             offset += t.n_levels * t.p
         return np.concatenate(rows), np.concatenate(cols), np.concatenate(which)
 
+    @cached_property
+    def lambda_index_rest(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``lambda_index`` for the terms after the first, with rows and columns counted from there."""
+        rows, cols, which = self.lambda_index
+        q1 = self.terms[0].n_levels * self.terms[0].p
+        keep = rows >= q1
+        return rows[keep] - q1, cols[keep] - q1, which[keep]
+
     def Z(self) -> sp.csc_matrix:
         """The sparse n x q random-effects model matrix [Z_1 Z_2 ...]."""
         n, blocks = self.nobs, []
@@ -180,10 +188,23 @@ def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
             lookup = {label: i for i, label in enumerate(labels)}
             codes = column.astype(str).map(lookup).to_numpy()
         per_factor.append((codes, labels))
-    combined = np.stack([c for c, _ in per_factor], axis=1)
-    observed, codes = np.unique(combined, axis=0, return_inverse=True)
-    levels = tuple(":".join(per_factor[j][1][k] for j, k in enumerate(row)) for row in observed)
-    return codes.ravel().astype(np.intp), levels
+    # one integer per combination, first factor slowest (mixed radix): its observed values in
+    # increasing order are the observed combinations in lexicographic order
+    sizes = [len(labels) for _, labels in per_factor]
+    key = np.zeros(len(data), dtype=np.int64)
+    for codes, size in zip((c for c, _ in per_factor), sizes):
+        key = key * size + codes
+    present = np.bincount(key, minlength=int(np.prod(sizes, dtype=np.int64))) > 0
+    observed = np.flatnonzero(present)
+    codes = (np.cumsum(present) - 1)[key]
+    levels = []
+    for value in observed:
+        parts = []
+        for size, (_, labels) in zip(reversed(sizes), reversed(per_factor)):
+            value, k = divmod(int(value), size)
+            parts.append(labels[k])
+        levels.append(":".join(reversed(parts)))
+    return codes.astype(np.intp), tuple(levels)
 
 
 def _matrix(formula: str, data: pd.DataFrame):
@@ -202,14 +223,19 @@ def column_space_coefficients(X: np.ndarray, X_small: np.ndarray) -> np.ndarray 
 def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
     """Drop each column of X that is a linear combination of the columns before it (as lme4
     does: the later of two aliased columns goes)."""
-    keep: list[int] = []
     scale = np.linalg.norm(X, axis=0).max() if X.size else 0.0
+    tolerance = 1e-7 * max(scale, 1.0)
+    # |R_jj| of X = QR is the length of column j's residual on the columns before it: when
+    # none is small, X has full rank (one QR instead of a least-squares fit per column)
+    if X.shape[0] >= X.shape[1] and np.all(np.abs(np.diagonal(np.linalg.qr(X, mode="r"))) > tolerance):
+        return X, names, []
+    keep: list[int] = []
     for j in range(X.shape[1]):
         column = X[:, j]
         if keep:
             coef, *_ = np.linalg.lstsq(X[:, keep], column, rcond=None)
             column = column - X[:, keep] @ coef
-        if np.linalg.norm(column) > 1e-7 * max(scale, 1.0):
+        if np.linalg.norm(column) > tolerance:
             keep.append(j)
     dropped = [names[j] for j in range(X.shape[1]) if j not in keep]
     return X[:, keep], [names[j] for j in keep], dropped
@@ -291,6 +317,13 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
     for t in terms:
         if t.p == 0:
             raise DataError(f"the random-effects term ({t.term.expr} | {t.group}) has no columns")
+        if t.n_levels < 2:
+            raise DataError(
+                f"grouping factors must have > 1 sampled level (as lme4 says): {t.group} has the single level "
+                f"{t.levels[0]!r} in the rows used, so the variance of ({t.term.expr} | {t.group}) cannot be "
+                f"estimated. Remove the term (the fixed intercept already covers one level), or use "
+                f"data with several levels of {t.group}"
+            )
         problems = []
         if t.n_levels * t.p >= n:
             problems.append(

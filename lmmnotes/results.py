@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.linalg
+import scipy.sparse as sp
 
-from .criterion import CrossProducts, PlsSolution, _lambda_rest, deviance_from_pls, inverse_blocks, pls
+from .criterion import CrossProducts, PlsSolution, deviance_from_pls, inverse_blocks, pls
 from .design import Design
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular(tol = 1e-4)
@@ -172,13 +173,15 @@ class LmerFit:
     def _conditional_sd_blocks(self) -> list[np.ndarray]:
         """sqrt of the diagonal of sigma^2 Lambda G Lambda', G = (L L')^{-1}, per term (levels x p_t)."""
         d = self.design
-        G11, _, G22 = inverse_blocks(self.solution)
+        G11, G22 = inverse_blocks(self.solution, self.cross_products)
         first = d.terms[0]
         T1 = first.template(self.theta[d.theta_slices[0]])
         out = [self.sigma * np.sqrt(np.diagonal(T1 @ G11 @ T1.T, axis1=1, axis2=2))]
         if G22.size:
-            Lam2 = _lambda_rest(self.theta, d)
-            sd = self.sigma * np.sqrt(np.einsum("ij,jk,ik->i", Lam2, G22, Lam2))
+            Lam2 = self.solution.Lam2
+            LG = np.asarray(Lam2 @ G22)  # the diagonal of Lambda_2 G_22 Lambda_2', row by row
+            diag = Lam2.multiply(LG).sum(axis=1).A1 if sp.issparse(Lam2) else np.einsum("ij,ij->i", LG, Lam2)
+            sd = self.sigma * np.sqrt(diag)
             start = 0
             for t in d.terms[1:]:
                 size = t.n_levels * t.p

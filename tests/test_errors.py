@@ -133,3 +133,14 @@ def test_simulate_design_checks_the_truth_it_is_given():
 def test_lmmnotes_errors_are_value_errors():
     """Callers can catch the package's input errors as ValueError, as numpy's and pandas' are."""
     assert issubclass(DataError, ValueError) and issubclass(FormulaError, ValueError)
+
+
+def test_a_grouping_factor_with_one_level_is_refused_as_in_lme4(pulp):
+    one_operator = pulp[pulp["operator"] == "a"]
+    with pytest.raises(DataError, match=r"grouping factors must have > 1 sampled level.*operator has the single "
+                                        r"level 'a'.*Remove the term"):
+        lmer(PULP, one_operator)
+    eggs = book_data("eggs")
+    with pytest.raises(DataError, match=r"grouping factors must have > 1 sampled level \(as lme4 says\): Lab has the single level"):
+        lmer("Fat ~ 1 + (1 | Lab) + (1 | Sample)", eggs[eggs["Lab"] == "I"])
+    assert len(one_operator) == 5 and list(pulp["operator"].unique()) == ["a", "b", "c", "d"]  # nothing modified

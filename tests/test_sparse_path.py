@@ -1,0 +1,95 @@
+"""The sparse path of the criterion (N = Z_2'Z_1 sparse, the Schur complement through SchurMap)
+against the dense path, the brute-force likelihood of the dense marginal covariance, and lme4."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmmnotes import LmerFit
+from lmmnotes.criterion import CrossProducts, criterion_and_gradient, profiled_criterion
+from lmmnotes.design import build_design
+from lmmnotes.fit import optimize_theta
+from lmmnotes.formula import parse_formula
+
+from .conftest import REFERENCE, book_data
+from .test_lmer import brute_force_criterion
+from .test_lmer_reference import check_ranef
+
+
+def fit_on_path(design, reml, sparse):
+    cp = CrossProducts.from_design(design, sparse=sparse)
+    assert (cp.schur is not None) == sparse and isinstance(cp.Z2Z1, np.ndarray) == (not sparse)
+    opt = optimize_theta(design, cp, reml)
+    return LmerFit.from_theta(design, cp, reml, opt.theta, converged=opt.converged, message=opt.message)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_each_path_reproduces_lme4_on_eggs(sparse):
+    ref = REFERENCE["models"]["eggs_reml"]
+    design = build_design(parse_formula(ref["formula"]), book_data("eggs"))
+    fit = fit_on_path(design, True, sparse)
+    assert fit.converged
+    assert fit.loglik > ref["loglik"] - 1e-6
+    assert fit.reml_criterion == pytest.approx(ref["reml_criterion"], abs=2e-6)
+    np.testing.assert_allclose(fit.theta, ref["theta"], rtol=1e-4, atol=1e-6)
+    at = LmerFit.from_theta(design, fit.cross_products, True, np.array(ref["theta"], dtype=float))
+    assert at.loglik == pytest.approx(ref["loglik"], abs=1e-8)
+    np.testing.assert_allclose(at.stderr.to_numpy(), list(ref["stderr"].values()), rtol=1e-7)
+    check_ranef(at, ref, dict(rtol=1e-6, atol=1e-9))
+    L = at.solution.L  # the blocks assemble to the Cholesky factor of Lambda'Z'Z Lambda + I
+    ZL = (design.Z() @ design.Lambda(at.theta)).toarray()
+    np.testing.assert_allclose(L @ L.T, ZL.T @ ZL + np.eye(design.q), atol=1e-10)
+
+
+def ratings(students=40, instructors=18, per_student=6, depts=4, seed=11):
+    """A small crossed design of the benchmark's shape (benchmarks/run.py, simulate_crossed)."""
+    rng = np.random.default_rng(seed)
+    instructor = np.argsort(rng.random((students, instructors)), axis=1)[:, :per_student].ravel()
+    student = np.repeat(np.arange(students), per_student)
+    dept = rng.integers(0, depts, size=instructors)[instructor]
+    x = rng.normal(size=len(student))
+    y = (3 + 0.3 * rng.standard_normal(students)[student] + 0.5 * rng.standard_normal(instructors)[instructor]
+         + 0.2 * rng.standard_normal(depts)[dept] + 0.3 * x * rng.standard_normal(instructors)[instructor]
+         + rng.standard_normal(len(student)))
+    return pd.DataFrame({"student": pd.Categorical(student), "instructor": pd.Categorical(instructor),
+                         "dept": pd.Categorical(dept), "service": np.where(rng.random(len(x)) < 0.4, "yes", "no"),
+                         "x": x, "y": y})
+
+
+CROSSED = [
+    ("y ~ service + (1 | student) + (1 | instructor) + (1 | dept)", [0.4, 0.7, 0.3]),
+    ("y ~ service + x + (1 | student) + (x | instructor)", [0.4, 0.6, -0.2, 0.3]),  # Lambda_2 not diagonal
+    ("y ~ x + (x | student) + (1 | instructor)", [0.4, 0.1, 0.2, 0.6]),  # p_1 = 2
+]
+
+
+@pytest.mark.parametrize("formula, theta", CROSSED)
+@pytest.mark.parametrize("reml", [True, False])
+def test_sparse_and_dense_paths_equal_brute_force(formula, theta, reml):
+    design = build_design(parse_formula(formula), ratings())
+    dense, sparse = (CrossProducts.from_design(design, sparse=s) for s in (False, True))
+    for scale in (1.0, 0.3, 2.0):
+        t = np.array(theta) * scale
+        brute = brute_force_criterion(design, t, reml)
+        for cp in (dense, sparse):
+            assert profiled_criterion(t, design, cp, reml) == pytest.approx(brute, rel=1e-10)
+        f_dense, g_dense = criterion_and_gradient(t, design, dense, reml)
+        f_sparse, g_sparse = criterion_and_gradient(t, design, sparse, reml)
+        assert f_sparse == pytest.approx(f_dense, rel=1e-12)
+        np.testing.assert_allclose(g_sparse, g_dense, rtol=1e-8, atol=1e-8 * np.abs(g_dense).max())
+    # the gradient on the sparse path against central differences of the brute-force criterion
+    t, h = np.array(theta), 1e-5
+    numeric = [(brute_force_criterion(design, t + h * e, reml) - brute_force_criterion(design, t - h * e, reml))
+               / (2 * h) for e in np.eye(len(t))]
+    np.testing.assert_allclose(criterion_and_gradient(t, design, sparse, reml)[1], numeric, rtol=1e-5, atol=1e-4)
+
+
+def test_fits_on_both_paths_agree():
+    design = build_design(parse_formula(CROSSED[0][0]), ratings(students=70, instructors=24))
+    dense, sparse = fit_on_path(design, True, False), fit_on_path(design, True, True)
+    assert dense.converged and sparse.converged
+    assert sparse.loglik == pytest.approx(dense.loglik, rel=1e-10)
+    assert sparse.loglik == pytest.approx(-0.5 * brute_force_criterion(design, sparse.theta, True), rel=1e-10)
+    np.testing.assert_allclose(sparse.theta, dense.theta, rtol=1e-5)
+    for group, frame in dense.ranef(condvar=True).items():
+        np.testing.assert_allclose(sparse.ranef(condvar=True)[group], frame, rtol=1e-5, atol=1e-8)
