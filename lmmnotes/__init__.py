@@ -13,12 +13,15 @@ Modules, in the order the book introduces them:
 - ``kenward_roger``: Kenward-Roger F tests for fixed effects;
 - ``prediction``: bootstrap prediction intervals for new observations;
 - ``plots``: caterpillar plots and residual diagnostics;
-- ``simulate``: data from a mixed model with a known truth (``simulate_design``);
+- ``simulate``: data from a mixed model with a known truth (``simulate_design``, and many
+  responses at once with ``simulate_responses``, to refit with ``refit_responses``);
+- ``structures``: a group's random intercept and slope under any random-effects structure
+  (``random_slope_correlation``);
 - ``checks``: the input checks and the ``DataError`` they raise.
 """
 
 from . import anova, datasets
-from .bootstrap import bootstrap, lrt
+from .bootstrap import bootstrap, lrt, refit_responses
 from .checks import DataError
 from .fit import lmer
 from .formula import FormulaError
@@ -27,9 +30,11 @@ from .kenward_roger import kenward_roger, vcov_adjusted
 from .prediction import prediction_interval
 from .results import LmerFit
 from .rlrt import exact_rlrt
-from .simulate import SimulatedData, simulate_design
+from .simulate import SimulatedData, simulate_design, simulate_responses
+from .structures import intercept_slope, random_slope_correlation
 
 __all__ = ["anova", "datasets", "lmer", "LmerFit", "DataError", "FormulaError", "bootstrap", "lrt", "confint",
            "exact_rlrt", "kenward_roger", "vcov_adjusted", "prediction_interval",
-           "simulate_design", "SimulatedData"]
+           "simulate_design", "SimulatedData", "simulate_responses", "refit_responses", "random_slope_correlation",
+           "intercept_slope"]
 __version__ = "0.2.0"

@@ -279,8 +279,10 @@ def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
     L21 = np.zeros((0, t.n_levels, t.p))
     L22 = np.zeros((0, 0))
     if cp.q2:
-        A21 = np.einsum("qr,rkp,ps->qks", Lam2.T, cp.Z2Z1, T1)  # Lambda_2' Z_2'Z_1 (I x T_1)
-        L21 = np.einsum("qkp,ksp->qks", A21, L11_inv)  # A_21 L_11^{-T}, level by level
+        # Lambda_2' Z_2'Z_1 (I x T_1), as two matrix products (a three-operand einsum without a
+        # contraction path loops over all five indices at once: 400 times slower at q_2 = 80)
+        A21 = (Lam2.T @ cp.Z2Z1.reshape(cp.q2, -1)).reshape(cp.Z2Z1.shape) @ T1
+        L21 = (np.swapaxes(A21, 0, 1) @ np.swapaxes(L11_inv, 1, 2)).swapaxes(0, 1)  # A_21 L_11^{-T}, level by level
         flat = L21.reshape(cp.q2, -1)
         L22, info = dpotrf(Lam2.T @ cp.Z2Z2 @ Lam2 + np.eye(cp.q2) - flat @ flat.T, lower=1, clean=1)
         if info != 0:
@@ -360,7 +362,7 @@ def inverse_blocks(f: "_Factor | PlsSolution") -> tuple[np.ndarray, np.ndarray, 
         return G11, np.zeros((0,) + G11.shape[:2]), np.zeros((0, 0))
     L22_inv = _trsolve(f.L22, np.eye(q2), lower=1)
     G22 = L22_inv.T @ L22_inv
-    B = np.einsum("qkp,kps->qks", f.L21, L11_inv)
+    B = (np.swapaxes(f.L21, 0, 1) @ L11_inv).swapaxes(0, 1)  # L_21 L_11^{-1}, level by level
     G21 = -(G22 @ B.reshape(q2, -1)).reshape(B.shape)
     G11 = G11 - np.einsum("qkp,qks->kps", B, G21)
     return G11, G21, G22
@@ -403,7 +405,7 @@ def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts,
     M11 = cp.Z1Z1 @ T1 @ G11
     M22 = np.zeros((0, 0))
     if cp.q2:
-        ZL = np.einsum("qkp,qr->kpr", cp.Z2Z1, Lam2)  # (Z_1'Z_2 Lambda_2), level by level
+        ZL = (cp.Z2Z1.reshape(cp.q2, -1).T @ Lam2).reshape(cp.Z2Z1.shape[1], cp.Z2Z1.shape[2], -1)  # (Z_1'Z_2 Lambda_2), level by level
         M11 = M11 + np.einsum("kpr,rks->kps", ZL, G21)
         ZT = (cp.Z2Z1 @ T1).reshape(cp.q2, -1)  # Z_2'Z_1 (I x T_1)
         M22 = ZT @ G21.reshape(cp.q2, -1).T + cp.Z2Z2 @ Lam2 @ G22

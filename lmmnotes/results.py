@@ -121,6 +121,14 @@ class LmerFit:
         bounded = self.design.theta_lower == 0
         return bool(np.any(self.theta[bounded] < SINGULAR_TOLERANCE))
 
+    @property
+    def status(self) -> str:
+        """``"converged"``, ``"singular"`` (converged, but on the boundary: ``is_singular``) or
+        ``"not converged"``: the three outcomes a simulation study counts."""
+        if not self.converged:
+            return "not converged"
+        return "singular" if self.is_singular else "converged"
+
     # ---- variance components -----------------------------------------------------------------
     def _group_names(self) -> list[str]:
         """Term labels as lme4 prints them: a repeated grouping factor gets .1, .2, ..."""
