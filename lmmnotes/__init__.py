@@ -11,6 +11,8 @@ Modules, in the order the book introduces them:
 - ``intervals``: ``confint`` by profile likelihood, bootstrap or Wald;
 - ``rlrt``: the exact restricted likelihood-ratio test of a variance component;
 - ``kenward_roger``: Kenward-Roger F tests for fixed effects;
+- ``lmlist``: separate least-squares fits per group (``lmlist``); ``compare``: likelihood-ratio
+  tables of nested fits (lme4's ``anova``);
 - ``prediction``: bootstrap prediction intervals for new observations;
 - ``plots``: caterpillar plots and residual diagnostics;
 - ``simulate``: data from a mixed model with a known truth (``simulate_design``, and many
@@ -23,10 +25,12 @@ Modules, in the order the book introduces them:
 from . import anova, datasets
 from .bootstrap import bootstrap, lrt, refit_responses
 from .checks import DataError
+from .compare import compare
 from .fit import lmer
 from .formula import FormulaError
 from .intervals import confint
 from .kenward_roger import kenward_roger, vcov_adjusted
+from .lmlist import lmlist
 from .prediction import prediction_interval
 from .results import LmerFit
 from .rlrt import exact_rlrt
@@ -35,6 +39,6 @@ from .structures import intercept_slope, random_slope_correlation
 
 __all__ = ["anova", "datasets", "lmer", "LmerFit", "DataError", "FormulaError", "bootstrap", "lrt", "confint",
            "exact_rlrt", "kenward_roger", "vcov_adjusted", "prediction_interval",
-           "simulate_design", "SimulatedData", "simulate_responses", "refit_responses", "random_slope_correlation",
-           "intercept_slope"]
+           "simulate_design", "SimulatedData", "lmlist", "compare", "simulate_responses", "refit_responses",
+           "random_slope_correlation", "intercept_slope"]
 __version__ = "0.2.0"

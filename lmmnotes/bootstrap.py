@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .checks import DataError
 from .design import column_space_coefficients
 from .fit import single_blas_thread
 from .results import LmerFit
@@ -298,20 +299,20 @@ def _lmer_model(fit: LmerFit, role: str) -> _Model:
 
 def _check_nested(null: _Model, alt: _Model) -> None:
     if len(null.y) != len(alt.y) or not np.allclose(null.y, alt.y, rtol=1e-12, atol=1e-12):
-        raise ValueError("the two models were fitted to different data (responses differ); fit both to the "
+        raise DataError("the two models were fitted to different data (responses differ); fit both to the "
                          "same rows of the same data, after removing missing values")
     if column_space_coefficients(alt.X, null.X) is None:
-        raise ValueError("the models are not nested: the null model's fixed effects are not contained in the "
+        raise DataError("the models are not nested: the null model's fixed effects are not contained in the "
                          "alternative's")
     if null.n_parameters >= alt.n_parameters:
-        raise ValueError(f"the null model must have fewer parameters than the alternative "
+        raise DataError(f"the null model must have fewer parameters than the alternative "
                          f"({null.n_parameters} vs {alt.n_parameters}); did you swap null and alt?")
     if null.fit is not None:
         alt_terms = {(t.group, c) for t in alt.fit.design.terms for c in t.columns}
         missing = [f"({c} | {t.group})" for t in null.fit.design.terms for c in t.columns
                    if (t.group, c) not in alt_terms]
         if missing:
-            raise ValueError(f"the models are not nested: the alternative lacks the random effect(s) "
+            raise DataError(f"the models are not nested: the alternative lacks the random effect(s) "
                              f"{', '.join(missing)} of the null model")
 
 

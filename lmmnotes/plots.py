@@ -94,3 +94,37 @@ def residual_plots(fit: LmerFit, level: str = "observation", axes=None):
         axes[1].set_ylabel("mode / estimated SD")
         return axes
     raise ValueError(f"level must be 'observation', 'population' or 'group', got {level!r}")
+
+
+def lmlist_intervals(fits, level: float = 0.95, *, pool: bool = False, order: str | None = None, axes=None):
+    """Per-group confidence intervals of an ``lmlist`` fit, one panel per coefficient (lme4's
+    ``plot(confint(lmList(...)))``): groups on the y axis, an interval segment and the estimate.
+
+    ``pool`` is passed to ``LmList.confint``. ``order`` names a coefficient to sort the groups by
+    (default: the grouping factor's level order). Groups without their own fit are left blank.
+    """
+    ci = fits.confint(level, pool=pool)
+    coef = fits.coef
+    if order is not None:
+        if order not in coef.columns:
+            raise ValueError(f"order must be one of the coefficients {list(coef.columns)}, got {order!r}")
+        coef = coef.sort_values(order, na_position="first")
+        ci = ci.loc[coef.index]
+    terms = list(coef.columns)
+    if axes is None:
+        height = max(2.5, 0.14 * len(coef) + 1.0)
+        _, axes = plt.subplots(1, len(terms), figsize=(3.2 * len(terms), height), sharey=True,
+                               layout="constrained", squeeze=False)
+        axes = axes[0]
+    position = np.arange(len(coef))
+    for ax, term in zip(axes, terms):
+        lower, upper = ci[(term, "lower")].to_numpy(), ci[(term, "upper")].to_numpy()
+        ax.hlines(position, lower, upper, color="C0", lw=1.2)
+        ax.plot(coef[term].to_numpy(), position, "o", color="C0", markersize=3)
+        ax.set_title(term, fontsize="medium")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(position, [str(g) for g in coef.index], fontsize="x-small" if len(coef) > 30 else None)
+    axes[0].set_ylabel(fits.group)
+    kind = "pooled SD" if pool else "each group's own SD"
+    axes[0].figure.suptitle(f"{100 * level:.0f}% intervals of per-group fits ({kind})", fontsize="medium")
+    return axes

@@ -44,13 +44,19 @@ def test_nested_shorthand_fits_like_explicit_terms():
     assert a.loglik == pytest.approx(b.loglik, abs=1e-9)
 
 
-def test_uncorrelated_terms_have_no_correlation():
-    psid = book_data("psid")
-    fit = lmer("log(income) ~ cyear + (cyear || person)", psid)
-    assert list(fit.varcorr["grp"]) == ["person", "person.1", "Residual"]
+def test_uncorrelated_terms_have_no_correlation(reference):
+    """(cyear || person) against lme4: two variances and no correlation parameter (theta of length
+    2), the same estimates; tolerances as test_lmer_reference's."""
+    ref = reference["models"]["psid_uncorrelated_reml"]
+    fit = lmer(ref["formula"], book_data("psid"))
+    assert list(fit.varcorr["grp"]) == ref["varcorr"]["grp"] == ["person", "person.1", "Residual"]
+    assert [v if isinstance(v, str) else "" for v in fit.varcorr["var2"]] == ref["varcorr"]["var2"] == ["", "", ""]
     assert list(fit.ranef()["person"].columns) == ["(Intercept)", "cyear"]
-    correlated = lmer("log(income) ~ cyear + (cyear | person)", psid)
-    assert correlated.loglik >= fit.loglik - 1e-8  # the larger model fits at least as well
+    assert len(fit.theta) == len(ref["theta"]) == 2
+    np.testing.assert_allclose(fit.theta, ref["theta"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fit.varcorr["sdcor"], ref["varcorr"]["sdcor"], rtol=1e-4)
+    assert fit.loglik == pytest.approx(ref["loglik"], abs=1e-4)
+    assert fit.loglik > ref["loglik"] - 1e-6
 
 
 def test_keyword_column_and_r_power():

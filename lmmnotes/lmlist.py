@@ -1,0 +1,211 @@
+r"""Separate least-squares fits, one per group: lme4's ``lmList``.
+
+``lmlist("y ~ x | g", data)`` fits the ordinary linear model ``y ~ x`` to the rows of each level
+of ``g`` on its own. For group :math:`j` with :math:`n_j` rows, model matrix :math:`X_j` (rank
+:math:`p`) and residual sum of squares :math:`\mathrm{RSS}_j`:
+
+* coefficients :math:`\hat\beta_j = (X_j^\top X_j)^{-1} X_j^\top y_j`;
+* the pooled residual standard error (lme4's ``summary(lmList)$RSE``)
+  :math:`s = \sqrt{\sum_j \mathrm{RSS}_j / \sum_j (n_j - p)}` on :math:`\sum_j (n_j - p)` degrees
+  of freedom: one residual variance shared by all groups, as in a mixed model;
+* standard errors :math:`s\,\sqrt{[(X_j^\top X_j)^{-1}]_{kk}}` (lme4's ``summary``, ``pool = TRUE``);
+* confidence intervals :math:`\hat\beta_{jk} \pm t_{1-\alpha/2,\,\nu}\,\hat\sigma\sqrt{[(X_j^\top X_j)^{-1}]_{kk}}`,
+  by default with each group's own :math:`\hat\sigma_j` and :math:`\nu = n_j - p` (what lme4's
+  ``confint(lmList)`` computes), or with the pooled :math:`s` and its degrees of freedom
+  (``pool=True``: lme4's ``confint(..., pool = TRUE)``, nlme's ``intervals.lmList``).
+
+A group whose model matrix has rank below :math:`p` (too few rows, or a predictor constant within
+the group) has no fit of its own: its row is NaN, it is counted in ``n_failed``, and a warning
+names it. Such per-group fits are the "response-feature" or two-step analysis of longitudinal
+and multilevel data; they are what a mixed model shrinks.
+"""
+
+from __future__ import annotations
+
+import html
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from formulaic import Formula
+from scipy import stats
+
+from .checks import DataError, require_columns, require_frame
+from .design import FORMULA_FUNCTIONS, _matrix, _r_name, factor_codes
+from .formula import FormulaError, _quote_keywords, _r_powers, _split_top_level
+
+
+@dataclass(frozen=True)
+class LmList:
+    """Per-group OLS fits from ``lmlist``; every table has one row per group, in level order."""
+
+    formula: str
+    group: str  # the grouping column
+    coef: pd.DataFrame  # estimates; NaN rows for groups without their own fit
+    nobs: pd.Series  # rows per group (after dropping missing values)
+    sigma: float  # pooled residual standard error, lme4's summary(lmList)$RSE
+    df_residual: int  # its degrees of freedom, sum of n_j - p over the fitted groups
+    group_sigma: pd.Series  # each group's own residual SD (NaN if it has no residual df)
+    cov_unscaled: dict = field(repr=False)  # group -> (X_j' X_j)^{-1} as a DataFrame
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.coef)
+
+    @property
+    def failed(self) -> list[str]:
+        """Groups too small (or too collinear) for their own fit."""
+        return [str(g) for g in self.coef.index[self.coef.isna().all(axis=1)]]
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failed)
+
+    def _unscaled_se(self) -> pd.DataFrame:
+        rows = {g: np.sqrt(np.diag(c.to_numpy())) if c is not None else np.full(self.coef.shape[1], np.nan)
+                for g, c in self.cov_unscaled.items()}
+        return pd.DataFrame.from_dict(rows, orient="index", columns=self.coef.columns).reindex(self.coef.index)
+
+    @property
+    def stderr(self) -> pd.DataFrame:
+        """Standard errors with the pooled residual SD (lme4's summary(lmList), pool = TRUE)."""
+        return self._unscaled_se() * self.sigma
+
+    def confint(self, level: float = 0.95, *, pool: bool = False) -> pd.DataFrame:
+        """Per-group t intervals, one row per group, columns ``(term, "lower")``, ``(term, "upper")``.
+
+        ``pool=False`` (lme4's ``confint(lmList)``): each group's own residual SD and n_j - p
+        degrees of freedom; a group with no residual df gets NaN. ``pool=True``: the pooled SD
+        ``sigma`` on ``df_residual`` degrees of freedom (narrower, assumes one residual variance).
+        """
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must be between 0 and 1, e.g. 0.95; got {level}")
+        se = self._unscaled_se()
+        if pool:
+            half = se * self.sigma * stats.t.ppf(0.5 + level / 2.0, self.df_residual)
+        else:
+            df = self.nobs - self.coef.shape[1]
+            with np.errstate(invalid="ignore"):
+                t = stats.t.ppf(0.5 + level / 2.0, df.where(df > 0).to_numpy(dtype=float))
+            half = se.mul(self.group_sigma * t, axis=0)
+        lower, upper = self.coef - half, self.coef + half
+        out = pd.concat({"lower": lower, "upper": upper}, axis=1).swaplevel(axis=1)
+        return out[[(term, side) for term in self.coef.columns for side in ("lower", "upper")]]
+
+    def plot(self, level: float = 0.95, *, pool: bool = False, axes=None):
+        """The intervals of ``confint``, one panel per coefficient (lme4's ``plot(confint(...))``)."""
+        from .plots import lmlist_intervals
+
+        return lmlist_intervals(self, level=level, pool=pool, axes=axes)
+
+    def __repr__(self) -> str:
+        lines = [f"Per-group least-squares fits: {self.formula}",
+                 f"{self.n_groups} groups of {self.group!r}, {int(self.nobs.sum())} observations",
+                 f"Pooled residual standard error: {self.sigma:.4f} on {self.df_residual} degrees of freedom"]
+        if self.n_failed:
+            lines.append(f"{self.n_failed} group(s) too small for their own fit: {', '.join(self.failed)}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(repr(self))}</pre>"
+
+
+def _split_formula(formula: str) -> tuple[str, str, str]:
+    """'y ~ x | g' -> ('y', 'x', 'g'), with R's powers and keywords as formulaic needs them."""
+    if not isinstance(formula, str) or "~" not in formula:
+        raise DataError(f"lmlist needs a formula 'response ~ predictors | group', got {formula!r}")
+    lhs, _, rhs = formula.partition("~")
+    try:
+        pieces = _split_top_level(rhs, "|")
+    except FormulaError as error:
+        raise DataError(str(error)) from None
+    if len(pieces) != 2 or not pieces[0].strip() or not pieces[1].strip() or not lhs.strip():
+        raise DataError(
+            f"lmlist needs a formula 'response ~ predictors | group' with one '|' naming the grouping "
+            f"column, e.g. 'log(income) ~ cyear | person'; got {formula!r}")
+    group = pieces[1].strip()
+    return _quote_keywords(_r_powers(lhs.strip())), _quote_keywords(_r_powers(pieces[0].strip())), group
+
+
+def lmlist(formula: str, data: pd.DataFrame) -> LmList:
+    """Fit ``response ~ predictors`` by least squares separately in each level of a group.
+
+    Parameters
+    ----------
+    formula : ``"y ~ x | g"``: an ordinary model formula, then ``|`` and the grouping column
+        (any dtype; its levels are ordered as ``lmer`` orders them).
+    data : DataFrame with those columns; it is not modified. Rows with missing values in them
+        are dropped with a warning.
+
+    Returns an :class:`LmList`; see the module docstring for what each part computes.
+    """
+    require_frame(data)
+    response, predictors, group = _split_formula(formula)
+    if group not in data.columns:
+        raise DataError(
+            f"the grouping column {group!r} (after '|' in {formula!r}) is not a column of the data; "
+            f"the data has columns {', '.join(map(repr, data.columns))}")
+    fixed = Formula(f"{response} ~ {predictors}")
+    used = set(fixed.required_variables) - set(FORMULA_FUNCTIONS)
+    require_columns(data, sorted(used))
+    columns = [c for c in data.columns if c in used | {group}]
+    complete = data[columns].notna().all(axis=1).to_numpy()
+    if not complete.all():
+        warnings.warn(f"{int((~complete).sum())} of {len(data)} rows have missing values in the columns the "
+                      "model uses and were dropped (as R's na.omit does)", stacklevel=2)
+    frame = data.loc[complete, columns]
+    if len(frame) == 0:
+        raise DataError("no rows are left once rows with missing values are dropped")
+    try:
+        matrices = _matrix(fixed, frame)
+    except Exception as error:
+        raise DataError(f"could not build the model matrix of {response} ~ {predictors}: {error}") from error
+    y = matrices.lhs.to_numpy(dtype=float)
+    if y.shape[1] != 1 or not np.all(np.isfinite(y)):
+        raise DataError(f"the response {response!r} must be one numeric column with finite values "
+                        "(e.g. no log of 0)")
+    y = y.ravel()
+    X = matrices.rhs.to_numpy(dtype=float)
+    names = [_r_name(c) for c in matrices.rhs.columns]
+    p = X.shape[1]
+    codes, levels = factor_codes(frame, (group,))
+
+    coef, cov, sigma_j, nobs = {}, {}, {}, {}
+    rss_total, df_total = 0.0, 0
+    for k, level in enumerate(levels):
+        rows = codes == k
+        Xj, yj = X[rows], y[rows]
+        nobs[level] = int(rows.sum())
+        if np.linalg.matrix_rank(Xj) < p:
+            coef[level], cov[level], sigma_j[level] = np.full(p, np.nan), None, np.nan
+            continue
+        beta, *_ = np.linalg.lstsq(Xj, yj, rcond=None)
+        rss = float(np.sum((yj - Xj @ beta) ** 2))
+        df = len(yj) - p
+        coef[level] = beta
+        cov[level] = pd.DataFrame(np.linalg.inv(Xj.T @ Xj), index=names, columns=names)
+        sigma_j[level] = np.sqrt(rss / df) if df > 0 else np.nan
+        rss_total += rss
+        df_total += df
+    failed = [lv for lv in levels if cov[lv] is None]
+    if failed:
+        shown = ", ".join(failed[:10]) + (", ..." if len(failed) > 10 else "")
+        warnings.warn(f"{len(failed)} of {len(levels)} groups of {group!r} have too few rows (or a predictor "
+                      f"constant within the group) for their own fit of {p} coefficients: {shown}; their rows "
+                      "are NaN", stacklevel=2)
+    if df_total == 0:
+        raise DataError(f"no group of {group!r} has more rows than the {p} coefficients, so there is no "
+                        "residual degree of freedom to estimate the residual SD; use a coarser group or a "
+                        "smaller model")
+    index = pd.Index(levels, name=group)
+    return LmList(
+        formula=formula,
+        group=group,
+        coef=pd.DataFrame.from_dict(coef, orient="index", columns=names).reindex(index),
+        nobs=pd.Series(nobs, name="nobs").reindex(index),
+        sigma=float(np.sqrt(rss_total / df_total)),
+        df_residual=df_total,
+        group_sigma=pd.Series(sigma_j, name="sigma").reindex(index),
+        cov_unscaled=cov,
+    )
