@@ -93,11 +93,12 @@ class LmList:
         out = pd.concat({"lower": lower, "upper": upper}, axis=1).swaplevel(axis=1)
         return out[[(term, side) for term in self.coef.columns for side in ("lower", "upper")]]
 
-    def plot(self, level: float = 0.95, *, pool: bool = False, axes=None):
-        """The intervals of ``confint``, one panel per coefficient (lme4's ``plot(confint(...))``)."""
+    def plot(self, level: float = 0.95, *, pool: bool = False, order: str | None = None, axes=None):
+        """The intervals of ``confint``, one panel per coefficient (lme4's ``plot(confint(...))``);
+        ``order`` names a coefficient to sort the groups by. See ``plots.lmlist_intervals``."""
         from .plots import lmlist_intervals
 
-        return lmlist_intervals(self, level=level, pool=pool, axes=axes)
+        return lmlist_intervals(self, level=level, pool=pool, order=order, axes=axes)
 
     def __repr__(self) -> str:
         lines = [f"Per-group least-squares fits: {self.formula}",
