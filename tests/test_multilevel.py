@@ -267,6 +267,28 @@ def test_refit_responses_is_the_bootstrap_loop():
         assert result.n_failed == 0
 
 
+def test_refit_responses_from_a_given_start_is_a_fresh_fit():
+    """With start = lme4's default start each refit is the fit lmer makes from scratch."""
+    hsb = book_data("hsb")
+    school_rows = hsb[hsb["school"].isin(hsb["school"].cat.categories[:20])].copy()
+    fit = lmer("mathach ~ ses + (ses | school)", school_rows)
+    Y = fit.simulate(4, seed=3)
+    for n_jobs in (1, 2):
+        result = refit_responses(fit, Y, _fixef_and_theta, start=fit.design.theta_start, n_jobs=n_jobs)
+        for k, column in enumerate(Y.columns):
+            fresh = lmer("mathach ~ ses + (ses | school)", school_rows.assign(mathach=Y[column]))
+            np.testing.assert_allclose(result.replicates.iloc[k].to_numpy(), _fixef_and_theta(fresh).to_numpy(),
+                                       rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="one value per theta parameter \\(3\\)"):
+        refit_responses(fit, Y, _fixef, start=[1.0, 0.0])
+    with pytest.raises(ValueError, match="one value per theta parameter"):
+        fit.refit(Y.iloc[:, 0], start=[1.0])
+
+
+def _fixef_and_theta(fit):
+    return pd.concat([fit.fixef, pd.Series(fit.theta, index=["t1", "t2", "t3"])])
+
+
 def test_refit_responses_counts_failures_and_refuses_bad_shapes():
     fit = lmer("bright ~ 1 + (1 | operator)", book_data("pulp"))
     Y = fit.simulate(3, seed=1).to_numpy()
