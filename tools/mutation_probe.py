@@ -62,6 +62,11 @@ MUTANTS = [
            "ZERO_TOLERANCE = 1e-5", "ZERO_TOLERANCE = 1e-2"),
     Mutant("kr-no-scaling", "lmmnotes/kenward_roger.py",
            "statistic = scaling * F", "statistic = F"),
+    Mutant("simulate-responses-variance-x1.1", "lmmnotes/simulate.py",
+           "rng.multivariate_normal(np.zeros(t.p), S, size=(nsim, t.n_levels)",
+           "rng.multivariate_normal(np.zeros(t.p), 1.1 * S, size=(nsim, t.n_levels)"),
+    Mutant("intercept-slope-first-term-only", "lmmnotes/structures.py",
+           "for k, Z in zip(self.terms, self.rows))", "for k, Z in zip(self.terms[:1], self.rows[:1]))"),
 ]
 
 
