@@ -66,7 +66,8 @@ MUTANTS = [
            "rng.multivariate_normal(np.zeros(t.p), S, size=(nsim, t.n_levels)",
            "rng.multivariate_normal(np.zeros(t.p), 1.1 * S, size=(nsim, t.n_levels)"),
     Mutant("intercept-slope-first-term-only", "lmmnotes/structures.py",
-           "for k, Z in zip(self.terms, self.rows))", "for k, Z in zip(self.terms[:1], self.rows[:1]))"),
+           "C = sum(Z @ covariances[k].to_numpy() @ Z.T for k, Z in zip(self.terms, self.rows))",
+           "C = sum(Z @ covariances[k].to_numpy() @ Z.T for k, Z in zip(self.terms[:1], self.rows[:1]))"),
 ]
 
 
