@@ -15,7 +15,10 @@ Modules, in the order the book introduces them:
   tables of nested fits (lme4's ``anova``);
 - ``prediction``: bootstrap prediction intervals for new observations;
 - ``plots``: caterpillar plots and residual diagnostics;
-- ``simulate``: data from a mixed model with a known truth (``simulate_design``);
+- ``simulate``: data from a mixed model with a known truth (``simulate_design``, and many
+  responses at once with ``simulate_responses``, to refit with ``refit_responses``);
+- ``structures``: a group's random intercept and slope under any random-effects structure
+  (``random_slope_correlation``);
 - ``checks``: the input checks and the ``DataError`` they raise;
 - ``gibbs``: Gibbs samplers for the one-way model and for any lmer formula (``gibbs.one_way``,
   ``gibbs.lmm``), with ArviZ diagnostics; imported on first use of ``lmmnotes.gibbs``, since ArviZ
@@ -23,7 +26,7 @@ Modules, in the order the book introduces them:
 """
 
 from . import anova, datasets
-from .bootstrap import bootstrap, lrt
+from .bootstrap import bootstrap, lrt, refit_responses
 from .checks import DataError
 from .compare import compare
 from .fit import lmer
@@ -34,11 +37,13 @@ from .lmlist import lmlist
 from .prediction import prediction_interval
 from .results import LmerFit
 from .rlrt import exact_rlrt
-from .simulate import SimulatedData, simulate_design
+from .simulate import SimulatedData, simulate_design, simulate_responses
+from .structures import intercept_slope, random_slope_correlation
 
 __all__ = ["anova", "datasets", "lmer", "LmerFit", "DataError", "FormulaError", "bootstrap", "lrt", "confint",
            "exact_rlrt", "kenward_roger", "vcov_adjusted", "prediction_interval",
-           "simulate_design", "SimulatedData", "lmlist", "compare", "gibbs"]
+           "simulate_design", "SimulatedData", "lmlist", "compare", "simulate_responses", "refit_responses",
+           "random_slope_correlation", "intercept_slope", "gibbs"]
 __version__ = "0.2.0"
 
 

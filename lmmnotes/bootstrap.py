@@ -85,18 +85,23 @@ def _as_series(value) -> pd.Series:
     return pd.Series(np.atleast_1d(np.asarray(value, dtype=float)))
 
 
-def _refit_statistics(fit: LmerFit, statistic: Callable, Y: np.ndarray) -> tuple[list, int]:
+def _refit_statistics(fit: LmerFit, statistic: Callable, Y: np.ndarray, start=None) -> tuple[list, int]:
     """Refit ``fit`` to each column of Y and evaluate ``statistic``; None marks a failed refit."""
     values = []
     with single_blas_thread():
         for k in range(Y.shape[1]):
-            values.append(_refit_statistic(fit, statistic, Y[:, k]))
+            values.append(_refit_statistic(fit, statistic, Y[:, k], start))
     return values, sum(v is None for v in values)
 
 
-def _refit_statistic(fit: LmerFit, statistic: Callable, y: np.ndarray) -> pd.Series | None:
+def _refit_statistics_from(fit: LmerFit, statistic: Callable, start, Y: np.ndarray) -> tuple[list, int]:
+    """``_refit_statistics`` with the start first, for the workers (shared arguments come first)."""
+    return _refit_statistics(fit, statistic, Y, start)
+
+
+def _refit_statistic(fit: LmerFit, statistic: Callable, y: np.ndarray, start=None) -> pd.Series | None:
     try:
-        refit = fit.refit(y)
+        refit = fit.refit(y, start=start)
         if not refit.converged:
             raise RuntimeError(refit.message)
         return _as_series(statistic(refit))
@@ -180,22 +185,68 @@ def bootstrap(fit: LmerFit, statistic: Callable[[LmerFit], object], nsim: int = 
     chunks = _chunks(nsim, CHUNK)
     # all responses are drawn in the parent, chunk by chunk, so n_jobs does not change them
     responses = (fit.simulate(len(c), seed=rng, use_u=use_u).to_numpy() for c in chunks)
+    replicates, failed = _refit_chunks(fit, statistic, observed, responses, len(chunks), n_jobs, progress, "bootstrap")
+    return BootstrapResult(observed, replicates, failed, seed)
+
+
+def _refit_chunks(fit: LmerFit, statistic: Callable, observed: pd.Series, responses, n_chunks: int, n_jobs: int,
+                  progress: bool, desc: str, start=None) -> tuple[pd.DataFrame, int]:
+    """Refit ``fit`` to each column of each chunk of responses (in ``n_jobs`` processes, each refit
+    from ``start``, default the fit's theta) and stack the statistics, one row per response; a
+    failed refit gives a row of NaN."""
     values, failed = [], 0
     if n_jobs == 1:
-        for Y in _progress(responses, len(chunks), progress, "bootstrap"):
-            v, f = _refit_statistics(fit, statistic, Y)
+        for Y in _progress(responses, n_chunks, progress, desc):
+            v, f = _refit_statistics(fit, statistic, Y, start)
             values += v
             failed += f
     else:
-        with _pool(n_jobs, fit, statistic) as pool:
-            futures = [pool.submit(_in_worker, _refit_statistics, Y) for Y in responses]
-            for future in _progress(futures, len(futures), progress, "bootstrap"):
+        with _pool(n_jobs, fit, statistic, start) as pool:
+            futures = [pool.submit(_in_worker, _refit_statistics_from, Y) for Y in responses]
+            for future in _progress(futures, len(futures), progress, desc):
                 v, f = future.result()
                 values += v
                 failed += f
     rows = [v.to_numpy() if v is not None else np.full(len(observed), np.nan) for v in values]
-    replicates = pd.DataFrame(np.vstack(rows), columns=observed.index)
-    return BootstrapResult(observed, replicates, failed, seed)
+    return pd.DataFrame(np.vstack(rows), columns=observed.index), failed
+
+
+def refit_responses(fit: LmerFit, responses, statistic: Callable[[LmerFit], object], *, start=None,
+                    n_jobs: int = 1, progress: bool = False) -> BootstrapResult:
+    """Refit ``fit`` to each column of ``responses`` and evaluate ``statistic`` on each refit.
+
+    The bootstrap's loop, for responses drawn elsewhere: in a Monte Carlo study they come from a
+    known truth (``simulate_responses``), not from the fit. ``responses`` is an n x B array or
+    DataFrame whose rows are the rows the fit used, in its order. Each refit starts at the fit's
+    theta and reuses everything that depends on the design alone, so a refit costs a fraction of
+    ``lmer``; ``start`` replaces the starting theta (e.g. ``fit.design.theta_start``, lme4's
+    default start, so that each replicate's result depends on its response alone, not on where
+    the first fit happened to stop). The result's ``replicates`` has one row per column of
+    ``responses``; refits that raise or do not converge give rows of NaN and are counted in
+    ``n_failed``. ``observed`` is the statistic on ``fit`` itself.
+    """
+    if isinstance(responses, pd.Series):
+        responses = responses.to_frame()
+    Y = np.asarray(responses, dtype=float)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if Y.ndim != 2 or Y.shape[0] != fit.nobs:
+        raise ValueError(f"responses must have one row per observation of the fit ({fit.nobs} rows, one column "
+                         f"per replicate); got shape {Y.shape}")
+    if Y.shape[1] < 1:
+        raise ValueError("responses has no columns; pass at least one response to refit")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError("responses has missing or infinite values; refit needs complete responses (take the "
+                         "rows the fit used: responses.loc[fit.design.row_index])")
+    observed = _as_series(statistic(fit))
+    chunks = _chunks(Y.shape[1], CHUNK)
+    parts = (Y[:, c.start:c.stop] for c in chunks)
+    if start is not None:
+        start = np.asarray(start, dtype=float).ravel()
+        if start.shape != fit.theta.shape:
+            raise ValueError(f"start must have one value per theta parameter ({len(fit.theta)}), got {start.size}")
+    replicates, failed = _refit_chunks(fit, statistic, observed, parts, len(chunks), n_jobs, progress, "refits", start)
+    return BootstrapResult(observed, replicates, failed)
 
 
 # ---- the likelihood-ratio test ----------------------------------------------------------------------

@@ -122,6 +122,14 @@ class LmerFit:
         bounded = self.design.theta_lower == 0
         return bool(np.any(self.theta[bounded] < SINGULAR_TOLERANCE))
 
+    @property
+    def status(self) -> str:
+        """``"converged"``, ``"singular"`` (converged, but on the boundary: ``is_singular``) or
+        ``"not converged"``: the three outcomes a simulation study counts."""
+        if not self.converged:
+            return "not converged"
+        return "singular" if self.is_singular else "converged"
+
     # ---- variance components -----------------------------------------------------------------
     def _group_names(self) -> list[str]:
         """Term labels as lme4 prints them: a repeated grouping factor gets .1, .2, ..."""
@@ -294,8 +302,9 @@ class LmerFit:
         y = signal + self.sigma * rng.standard_normal((n, nsim))
         return pd.DataFrame(y, index=self.design.row_index, columns=[f"sim_{k + 1}" for k in range(nsim)])
 
-    def refit(self, y) -> "LmerFit":
-        """Fit the same model to a new response ``y`` (same rows), starting at this fit's theta."""
+    def refit(self, y, *, start=None) -> "LmerFit":
+        """Fit the same model to a new response ``y`` (same rows), starting at this fit's theta, or
+        at ``start`` if given (e.g. ``fit.design.theta_start``, lme4's default start)."""
         from .fit import optimize_theta, single_blas_thread  # fit imports this module
 
         y = np.asarray(y, dtype=float).ravel()
@@ -306,7 +315,14 @@ class LmerFit:
         design = _with_response(self.design, y)
         with single_blas_thread():
             cp = self.cross_products.with_response(design, y)
-            opt = optimize_theta(design, cp, self.reml, self.theta)
+            if start is None:
+                start = self.theta
+            else:
+                start = np.asarray(start, dtype=float).ravel()
+                if start.shape != self.theta.shape:
+                    raise ValueError(f"start must have one value per theta parameter ({len(self.theta)}), "
+                                     f"got {start.size}")
+            opt = optimize_theta(design, cp, self.reml, start)
             return LmerFit.from_theta(design, cp, self.reml, opt.theta, converged=opt.converged, message=opt.message)
 
     def update(self, *, reml: bool) -> "LmerFit":

@@ -76,6 +76,12 @@ MUTANTS = [
     Mutant("gibbs-lmm-wishart-df-plus-1", "lmmnotes/gibbs.py",
            "return _inv_wishart(rng, df + l, S + b.T @ b)",
            "return _inv_wishart(rng, df + l + 1, S + b.T @ b)"),
+    Mutant("simulate-responses-variance-x1.1", "lmmnotes/simulate.py",
+           "rng.multivariate_normal(np.zeros(t.p), S, size=(nsim, t.n_levels)",
+           "rng.multivariate_normal(np.zeros(t.p), 1.1 * S, size=(nsim, t.n_levels)"),
+    Mutant("intercept-slope-first-term-only", "lmmnotes/structures.py",
+           "C = sum(Z @ covariances[k].to_numpy() @ Z.T for k, Z in zip(self.terms, self.rows))",
+           "C = sum(Z @ covariances[k].to_numpy() @ Z.T for k, Z in zip(self.terms[:1], self.rows[:1]))"),
 ]
 
 
