@@ -102,8 +102,9 @@ class SchurMap:
     r"""The sparse path's map from W to :math:`N W N^\top` (module docstring).
 
     ``rows``, ``cols`` (``rows >= cols``) are the positions of the lower triangle of
-    :math:`N N^\top` that can be nonzero (those of :math:`Z_2^\top Z_2` among them: two effects
-    that share an observation share its level of the first term), ``c22`` holds
+    :math:`N N^\top` and of :math:`Z_2^\top Z_2` that can be nonzero (usually the second are among
+    the first, since two effects that share an observation share its level of the first term, but
+    not where the first term's columns are 0 for some rows, as in ``(0 + d | g)``), ``c22`` holds
     :math:`Z_2^\top Z_2` there, and ``K`` (positions x :math:`l_1 p_1^2`) has
     :math:`K[s, (k, a, b)] = N[r_s, (k, a)]\, N[c_s, (k, b)]`, so that :math:`Z_2^\top Z_2 - N W N^\top`
     is ``c22 - K @ W.ravel()`` at the positions, and :math:`K^\top` applied to the lower
@@ -142,8 +143,12 @@ class SchurMap:
         k_col = column[e1] * p1 + column[e2] - level * p1  # the column (k, a, b) of K: (k p_1 + a) p_1 + b
         # number the positions through a q_2 x q_2 table (no sort; L_22 is q_2 x q_2 anyway)
         key = N.indices[e1].astype(np.int64) * q2 + N.indices[e2]
+        C = sp.coo_matrix(Z2Z2)
+        below = C.row >= C.col
+        c22_key = C.row[below].astype(np.int64) * q2 + C.col[below]
         number = np.full(q2 * q2, -1, dtype=np.int64)
         number[key] = 0
+        number[c22_key] = 0  # Z_2'Z_2 adds positions when rows have no effect of the first term (a 0 + dummy term)
         positions = np.flatnonzero(number == 0)
         number[positions] = np.arange(len(positions))
         values = N.data[e1] * N.data[e2]
@@ -153,10 +158,8 @@ class SchurMap:
         indptr = np.concatenate([[0], np.cumsum(np.bincount(k_col, minlength=l1 * p1 * p1))])
         K = sp.csc_matrix((values, number[key], indptr), shape=(len(positions), l1 * p1 * p1))
         rows, cols = np.divmod(positions, q2)
-        C = sp.coo_matrix(Z2Z2)
         c22 = np.zeros(len(positions))
-        below = C.row >= C.col
-        c22[number[C.row[below].astype(np.int64) * q2 + C.col[below]]] = C.data[below]
+        c22[number[c22_key]] = C.data[below]
         return cls(rows, cols, c22, K, q2, scalar)
 
     def schur(self, W: np.ndarray) -> np.ndarray:

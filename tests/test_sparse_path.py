@@ -51,15 +51,19 @@ def ratings(students=40, instructors=18, per_student=6, depts=4, seed=11):
     y = (3 + 0.3 * rng.standard_normal(students)[student] + 0.5 * rng.standard_normal(instructors)[instructor]
          + 0.2 * rng.standard_normal(depts)[dept] + 0.3 * x * rng.standard_normal(instructors)[instructor]
          + rng.standard_normal(len(student)))
+    service = np.where(rng.random(len(x)) < 0.4, "yes", "no")
     return pd.DataFrame({"student": pd.Categorical(student), "instructor": pd.Categorical(instructor),
-                         "dept": pd.Categorical(dept), "service": np.where(rng.random(len(x)) < 0.4, "yes", "no"),
-                         "x": x, "y": y})
+                         "dept": pd.Categorical(dept), "service": service, "x": x, "y": y,
+                         "in_service": (service == "yes").astype(float), "not_in_service": (service == "no").astype(float)})
 
 
 CROSSED = [
     ("y ~ service + (1 | student) + (1 | instructor) + (1 | dept)", [0.4, 0.7, 0.3]),
     ("y ~ service + x + (1 | student) + (x | instructor)", [0.4, 0.6, -0.2, 0.3]),  # Lambda_2 not diagonal
     ("y ~ x + (x | student) + (1 | instructor)", [0.4, 0.1, 0.2, 0.6]),  # p_1 = 2
+    # dummy-variable terms (chapter 11): no row has effects of both terms, so Z_2'Z_1 = 0 and the
+    # positions of Z_2'Z_2 are not among those of N N'
+    ("y ~ service + (0 + in_service + x:in_service | student) + (0 + not_in_service | student)", [0.4, 0.1, 0.2, 0.6]),
 ]
 
 
