@@ -108,10 +108,10 @@ def lrt_from_f(f_value, a, n):
     return N * np.log1p(r) - a * np.log(r) + a * np.log(a) + a * (n - 1) * np.log(a * (n - 1)) - N * np.log(N)
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_lrt_statistic_and_zero_thresholds_follow_from_f(seed):
+@pytest.mark.parametrize("sigma2_group, seed", [(0.3, s) for s in range(12)] + [(0.0, s) for s in range(12, 20)])
+def test_lrt_statistic_and_zero_thresholds_follow_from_f(sigma2_group, seed):
     a, n = 4, 5
-    data = one_way_data(a, n, 0.3, seed)
+    data = one_way_data(a, n, sigma2_group, seed)
     msa, mse = mean_squares(data["y"], a, n)
     f_value = msa / mse
     if min(abs(f_value - 1), abs(f_value - a / (a - 1))) < 1e-3:
