@@ -154,6 +154,19 @@ def test_lrt_draws_the_responses_of_the_plain_loop():
     np.testing.assert_allclose(lrt(null, alt, nsim=B, seed=13).samples, T, atol=1e-6)
 
 
+def test_lrt_share_of_zeros_is_the_share_of_f_below_the_threshold():
+    """fraction_zero counts statistics below a tolerance of 1e-5, so it may add a data set or two
+    whose F lies just above a/(a-1) (T grows like (F - 4/3)^2), never many."""
+    pulp = lmmnotes.datasets.load("pulp")
+    null = smf.ols("bright ~ 1", pulp).fit()
+    alt = lmer("bright ~ 1 + (1 | operator)", pulp, reml=False)
+    B = 1000
+    Y = null.params["Intercept"] + np.sqrt(null.ssr / 20) * np.random.default_rng(13).standard_normal((20, B))
+    share = np.mean([np.divide(*mean_squares(y, 4, 5)) <= 4 / 3 for y in Y.T])
+    fraction = lrt(null, alt, nsim=B, seed=13).fraction_zero
+    assert share <= fraction <= share + 3 / B
+
+
 def test_share_of_zeros_with_four_groups_tends_to_chi2_limit():
     """With a = 4 groups and large n, lrt's share of zero statistics is near P(chi2_3 <= 4), not 1/2."""
     a, n, nsim = 4, 400, 4000
