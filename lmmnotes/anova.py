@@ -217,9 +217,11 @@ def estimator_variance(icc: float | np.ndarray, a: int, n: int, *, total: float 
     """
     icc = np.asarray(icc, dtype=float)
     if np.any((icc < 0) | (icc >= 1)):
-        raise ValueError("icc must lie in [0, 1)")
+        raise ValueError(f"icc is the share of the total variance between groups and must lie in [0, 1); got {icc}")
     if a < 2 or n < 2:
         raise ValueError(f"the balanced one-way design needs a >= 2 groups of n >= 2 observations, got a = {a}, n = {n}")
+    if not total > 0:
+        raise ValueError(f"total is the variance sigma_alpha^2 + sigma^2 and must be positive; got {total}")
     sigma2_group, sigma2 = icc * total, (1 - icc) * total
     result = 2 / n**2 * ((sigma2 + n * sigma2_group) ** 2 / (a - 1) + sigma2**2 / (a * (n - 1)))
     return float(result) if result.ndim == 0 else result

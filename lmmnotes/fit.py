@@ -153,9 +153,10 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     result = _lbfgsb(design, cp, reml, start, bounds)
     for _ in range(3):
-        # Near 0 the criterion depends on a diagonal theta only through its square, so the
-        # gradient vanishes on the boundary and L-BFGS-B can stop there after an overshooting
-        # step. Probe inside along each such coordinate and restart when the criterion drops.
+        # A scalar term's theta, and the last diagonal entry of a template, enter the criterion
+        # only through their squares, so the gradient in them vanishes on the boundary and
+        # L-BFGS-B can stop there after an overshooting step. Probe inside along each diagonal
+        # coordinate that ends at 0 and restart when the criterion drops.
         on_boundary = np.flatnonzero((lower == 0) & (result.x < 1e-4))
         best_x, best_f = result.x, result.fun
         for j in on_boundary:
