@@ -14,7 +14,11 @@ bootstraps the error of that prediction. Each draw
 
 So the draws are the EBLUP plus a bootstrap prediction error plus a new error, centred at the
 EBLUP; their variance estimates the EBLUP's mean squared prediction error plus
-:math:`\sigma^2` (Butar and Lahiri 2003). The :math:`\alpha/2` and :math:`1-\alpha/2` quantiles
+:math:`\sigma^2` (Butar and Lahiri 2003). The uncertainty of the estimated variances enters only
+through the refits (their shrinkage of known levels and, with unbalanced data, their GLS
+weights): a new level's fresh effect is drawn with
+:math:`\hat\Sigma_t` held fixed (for balanced one-way data a new group's draws are exactly normal
+with the plug-in variance). The :math:`\alpha/2` and :math:`1-\alpha/2` quantiles
 of the draws form the interval; leaving out the new error gives an interval for the mean
 :math:`m_0` instead.
 

@@ -7,6 +7,9 @@ So the recipe's draws for a known operator can be recomputed without any refit f
 numbers (the order is documented in ``lmmnotes.prediction._draw_parts``) and compared draw by draw.
 """
 
+import json
+import pathlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +18,9 @@ import lmmnotes
 from lmmnotes import lmer
 from lmmnotes.prediction import _draw_parts
 
-from .conftest import book_data
+from .conftest import REFERENCE, book_data
+
+REF = json.loads((pathlib.Path(__file__).parent / "reference" / "inference.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +70,17 @@ def test_known_group_draws_are_centred_at_the_eblup(pulp_reml):
     gamma unchanged and flips the prediction error m* - yhat*: its distribution is symmetric about 0,
     so the draws are centred at the EBLUP 60.27806 exactly. The prediction-error part alone has SD
     about 0.13: with B = 1000 four standard errors are 0.017, half the 0.03 by which the doubly shrunk
-    recipe missed."""
+    recipe missed. lme4's draws of the same recipe (4000, SD about 0.35 with the new error) are
+    centred there too."""
     B = 1000
     parts = _draw_parts(pulp_reml, pd.DataFrame({"operator": ["a"]}), B, np.random.default_rng(17))
     error_part = parts[0, :, 0]
     eblup = pulp_reml.predict(pd.DataFrame({"operator": ["a"]})).iloc[0]
-    assert eblup == pytest.approx(60.27806, abs=1e-5)
-    assert abs(error_part.mean() - eblup) < 4 * error_part.std() / np.sqrt(B)
+    lme4_blup_a = REFERENCE["models"]["pulp_reml"]["fitted_head"][0]  # lme4's fitted value for operator a
+    assert eblup == pytest.approx(lme4_blup_a, abs=1e-5)
+    assert abs(error_part.mean() - lme4_blup_a) < 4 * error_part.std() / np.sqrt(B)
+    ref = REF["prediction"]
+    assert abs(ref["known_operator_a_centre"] - lme4_blup_a) < 4 * 0.35 / np.sqrt(ref["nsim"])
 
 
 def test_known_group_prediction_error_variance_is_the_plug_in_mse_or_more(pulp_reml):

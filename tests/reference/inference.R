@@ -124,7 +124,8 @@ B <- 4000
 set.seed(99)
 new_op <- vapply(seq_len(B), function(i) {
   fit <- suppressMessages(refit(pulp_reml, simulate(pulp_reml)[[1]]))
-  predict(fit, re.form = ~0)[[1]] + rnorm(1, 0, sd_operator) + rnorm(1, 0, sd_resid)
+  truth <- mu_hat + rnorm(1, 0, sd_operator)  # the population mean plus a new operator's effect
+  mu_hat + truth - predict(fit, re.form = ~0)[[1]] + rnorm(1, 0, sd_resid)
 }, numeric(1))
 known_op <- vapply(seq_len(B), function(i) {
   b <- rnorm(nlevels(pulp$operator), 0, sd_operator)
