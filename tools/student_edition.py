@@ -96,10 +96,6 @@ def split_solutions(markdown: str) -> tuple[str, list[str]]:
     return "".join(kept), blocks
 
 
-def _notebook_markdown(notebook: dict) -> str:
-    return "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
-
-
 def strip_page(path: Path) -> tuple[str, list[str]]:
     """A page of the book (notebook or Markdown) without its solutions, as file content, and the
     solution blocks it had."""
@@ -172,28 +168,34 @@ def _page_text(html: str, drop_solutions: bool = False) -> tuple[str, list[str]]
 def fingerprints(full_html: Path) -> list[Fingerprints]:
     """For each solution, source lines and rendered sentences that occur nowhere else in the book.
 
-    "Elsewhere" is judged without this tool's parser: a source line counts if the page's
-    Markdown holds it no more often than the solution blocks do, a sentence if the full
-    edition's page, with Sphinx's solution nodes taken out, does not contain it.
+    "Elsewhere" is judged without this tool's parser, over every page: a source line counts if
+    the pages' cells (Markdown and code) hold it no more often than the solution blocks do, a
+    sentence if no full-edition page, with Sphinx's solution nodes taken out, contains it. (A line
+    such as ``import numpy as np`` in a solution is no evidence of a leak: every chapter has it.)
     """
-    result = []
+    pages = []
     for page in book_pages():
         text = page.read_text()
-        markdown = _notebook_markdown(json.loads(text)) if page.suffix == ".ipynb" else text
+        cells = ("\n".join("".join(c["source"]) for c in json.loads(text)["cells"])
+                 if page.suffix == ".ipynb" else text)
         blocks = strip_page(page)[1]
         html = full_html / "book" / f"{page.stem}.html"
         rest, rendered = _page_text(html.read_text(), drop_solutions=True) if html.exists() else ("", [])
         if len(rendered) != len(blocks):
             raise SystemExit(f"{page.name}: the sources hold {len(blocks)} solutions, the full edition's "
                              f"page shows {len(rendered)}: rebuild it (make book)")
-        on_page = Counter(_fold(line) for line in markdown.splitlines())
-        in_blocks = Counter(_fold(line) for block in blocks for line in block.splitlines())
+        pages.append((page, cells, blocks, rest, rendered))
+    in_book = Counter(_fold(line) for _, cells, *_ in pages for line in cells.splitlines())
+    in_blocks = Counter(_fold(line) for _, _, blocks, *_ in pages for block in blocks for line in block.splitlines())
+    elsewhere = "\n".join(rest for *_, rest, _ in pages)
+    result = []
+    for page, _, blocks, _, rendered in pages:
         for block, shown in zip(blocks, rendered):
             label = FENCE.match(block.splitlines()[0])["info"].split()[-1]
             lines = {_fold(line) for line in block.splitlines()[1:-1] if not line.startswith(":")}
-            lines = {line for line in lines if len(line) >= MIN_FINGERPRINT and on_page[line] <= in_blocks[line]}
+            lines = {line for line in lines if len(line) >= MIN_FINGERPRINT and in_book[line] <= in_blocks[line]}
             sentences = {_fold(s) for s in re.split(r"(?<=[.;:?])\s+", shown)}
-            sentences = {s for s in sentences if len(s) >= MIN_FINGERPRINT and s not in rest}
+            sentences = {s for s in sentences if len(s) >= MIN_FINGERPRINT and s not in elsewhere}
             result.append(Fingerprints(f"{page.relative_to(ROOT)} ({label})", page.stem,
                                        tuple(sorted(lines)), tuple(sorted(sentences))))
     return result
