@@ -61,23 +61,9 @@ def _covariance(term, value) -> np.ndarray:
     return S
 
 
-def simulate_design(design: pd.DataFrame, formula: str, fixef, covariances: dict, sigma: float,
-                    seed=None) -> SimulatedData:
-    """Simulate the response of ``formula`` on ``design`` with known parameters.
-
-    Parameters
-    ----------
-    design : DataFrame with every column the formula uses except the response; not modified.
-    formula : lme4 formula whose response is a plain column name, e.g.
-        ``"y ~ 1 + x + (1 | worker) + (1 | location)"``.
-    fixef : the fixed effects, a dict or Series keyed by the model's names (``"(Intercept)"``,
-        ``"x"``, ...) or a sequence in the model's order.
-    covariances : for each random-effects term, keyed by its grouping factor as written in the
-        formula (``"worker"``, ``"Lab:Technician"``), the covariance matrix of its random
-        effects, or a variance for a scalar term.
-    sigma : residual standard deviation.
-    seed : seed of ``numpy.random.default_rng``.
-    """
+def _simulation_design(design: pd.DataFrame, formula: str, fixef, covariances: dict, sigma: float):
+    """The checks shared by the simulators, and the model's design and fixed effects:
+    (response name, Design, beta)."""
     require_frame(design)
     parsed = parse_formula(formula)
     response = parsed.response
@@ -95,6 +81,30 @@ def simulate_design(design: pd.DataFrame, formula: str, fixef, covariances: dict
     if missing or extra:
         raise DataError(f"covariances must be keyed by the grouping factors {groups}; missing {missing}, "
                         f"not in the model {extra}")
+    if len(set(groups)) < len(groups):
+        raise DataError(f"two random-effects terms share a grouping factor ({groups}), so one covariance per "
+                        "factor cannot describe them; write them as one term with a block-diagonal covariance")
+    return response, d, beta
+
+
+def simulate_design(design: pd.DataFrame, formula: str, fixef, covariances: dict, sigma: float,
+                    seed=None) -> SimulatedData:
+    """Simulate the response of ``formula`` on ``design`` with known parameters.
+
+    Parameters
+    ----------
+    design : DataFrame with every column the formula uses except the response; not modified.
+    formula : lme4 formula whose response is a plain column name, e.g.
+        ``"y ~ 1 + x + (1 | worker) + (1 | location)"``.
+    fixef : the fixed effects, a dict or Series keyed by the model's names (``"(Intercept)"``,
+        ``"x"``, ...) or a sequence in the model's order.
+    covariances : for each random-effects term, keyed by its grouping factor as written in the
+        formula (``"worker"``, ``"Lab:Technician"``), the covariance matrix of its random
+        effects, or a variance for a scalar term.
+    sigma : residual standard deviation.
+    seed : seed of ``numpy.random.default_rng``.
+    """
+    response, d, beta = _simulation_design(design, formula, fixef, covariances, sigma)
     rng = np.random.default_rng(seed)
     y = d.X @ beta
     drawn, cov_frames = {}, {}
@@ -123,28 +133,9 @@ def simulate_responses(design: pd.DataFrame, formula: str, fixef, covariances: d
 
     Rows follow ``design`` (rows with a missing value in a column the formula uses are NaN).
     """
-    require_frame(design)
     if not (isinstance(nsim, int | np.integer) and nsim >= 1):
         raise DataError(f"nsim must be a positive whole number of responses, got {nsim!r}")
-    parsed = parse_formula(formula)
-    response = parsed.response
-    if not response.isidentifier():
-        raise DataError(f"the response of a simulation formula must be a plain column name, got {response!r}")
-    if response in design.columns:
-        raise DataError(f"the design already has a column {response!r}; drop it or name the response differently")
-    if not sigma >= 0:
-        raise DataError(f"sigma must be a non-negative standard deviation, got {sigma}")
-    d = build_design(parsed, design.assign(**{response: 0.0}))
-    beta = _fixed_effects(list(d.x_names), fixef)
-    groups = [t.group for t in d.terms]
-    missing = [g for g in groups if g not in covariances]
-    extra = [g for g in covariances if g not in groups]
-    if missing or extra:
-        raise DataError(f"covariances must be keyed by the grouping factors {groups}; missing {missing}, "
-                        f"not in the model {extra}")
-    if len(set(groups)) < len(groups):
-        raise DataError(f"two random-effects terms share a grouping factor ({groups}), so one covariance per "
-                        "factor cannot describe them; write them as one term with a block-diagonal covariance")
+    response, d, beta = _simulation_design(design, formula, fixef, covariances, sigma)
     rng = np.random.default_rng(seed)
     Y = np.repeat((d.X @ beta)[:, None], nsim, axis=1)
     for t in d.terms:

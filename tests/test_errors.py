@@ -128,6 +128,8 @@ def test_simulate_design_checks_the_truth_it_is_given():
         simulate_design(design, "x ~ 1 + (1 | g)", fixef=[1.0], covariances={"g": 1.0}, sigma=1.0)
     with pytest.raises(DataError, match="sigma must be a non-negative standard deviation, got -1"):
         simulate_design(design, "y ~ 1 + x + (1 + x | g)", **{**ok, "sigma": -1.0})
+    with pytest.raises(DataError, match=r"two random-effects terms share a grouping factor \(\['g', 'g'\]\)"):
+        simulate_design(design, "y ~ 1 + x + (x || g)", **{**ok, "covariances": {"g": 1.0}})  # which term gets it?
 
 
 def test_lmmnotes_errors_are_value_errors():
