@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from lmmnotes import datasets
+from lmmnotes import datasets, lmer
 
 REFERENCE = json.loads((pathlib.Path(__file__).parent / "reference" / "lme4_fits.json").read_text())
 
@@ -22,6 +22,18 @@ def book_data(name: str):
 @pytest.fixture(scope="session")
 def reference():
     return REFERENCE
+
+
+@pytest.fixture(scope="module")
+def pulp():
+    """The pulp data, one copy per test module (a module that modifies it must copy it)."""
+    return book_data("pulp")
+
+
+@pytest.fixture(scope="module")
+def pulp_reml(pulp):
+    """The REML fit of chapters 1-5, ``bright ~ 1 + (1 | operator)``."""
+    return lmer("bright ~ 1 + (1 | operator)", pulp)
 
 
 def quantile_agrees(samples, a: float, reference: float, B_ref: int | None = None) -> bool:

@@ -19,11 +19,6 @@ PULP = "bright ~ 1 + (1 | operator)"
 
 
 @pytest.fixture(scope="module")
-def pulp():
-    return book_data("pulp")
-
-
-@pytest.fixture(scope="module")
 def fits(pulp):
     return {"reml": lmer(PULP, pulp), "ml": lmer(PULP, pulp, reml=False)}
 

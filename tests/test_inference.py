@@ -43,11 +43,6 @@ def pulp_ml():
 
 
 @pytest.fixture(scope="module")
-def pulp_reml():
-    return lmer(PULP, book_data("pulp"))
-
-
-@pytest.fixture(scope="module")
 def eggs_fit():
     return lmer(EGGS, book_data("eggs"))
 

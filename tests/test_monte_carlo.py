@@ -27,16 +27,6 @@ from .conftest import book_data, quantile_agrees
 Z4 = 4.0  # standard errors allowed
 
 
-@pytest.fixture(scope="module")
-def pulp():
-    return book_data("pulp")
-
-
-@pytest.fixture(scope="module")
-def pulp_reml(pulp):
-    return lmer("bright ~ 1 + (1 | operator)", pulp)
-
-
 def _mean_squares(Y, codes, a):
     """Between- and within-group mean squares of each column of Y (balanced one-way layout)."""
     n = Y.shape[0] // a

@@ -15,22 +15,11 @@ import pandas as pd
 import pytest
 
 import lmmnotes
-from lmmnotes import lmer
 from lmmnotes.prediction import _draw_parts
 
-from .conftest import REFERENCE, book_data
+from .conftest import REFERENCE
 
 REF = json.loads((pathlib.Path(__file__).parent / "reference" / "inference.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def pulp():
-    return book_data("pulp")
-
-
-@pytest.fixture(scope="module")
-def pulp_reml(pulp):
-    return lmer("bright ~ 1 + (1 | operator)", pulp)
 
 
 def _closed_form_draws(fit, codes, group: int, nsim: int, seed: int) -> np.ndarray:
