@@ -112,6 +112,16 @@ def _positive(name: str, value: float) -> float:
     return value
 
 
+def _response_variance(y: np.ndarray) -> float:
+    """var(y), the unit of the default prior scales (1 for a constant response)."""
+    return float(np.var(y, ddof=1)) if np.var(y) > 0 else 1.0
+
+
+def _scale(name: str, value: float | None, s2y: float) -> float:
+    """A prior scale: ``value`` if given, else the default var(y) / 20."""
+    return _positive(name, s2y / 20 if value is None else value)
+
+
 def _check_iterations(n_iter: int, n_warmup: int | None, n_chains: int, thin: int) -> tuple[int, int, int, int]:
     if int(n_chains) < 1:
         raise DataError(f"n_chains must be at least 1, got {n_chains}")
@@ -232,13 +242,13 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float = 0
                         "or the residual variance cannot be told from the group variance")
     ybar = np.bincount(codes, weights=y, minlength=m) / n
     ssw = float(np.sum((y - ybar[codes]) ** 2))
-    s2y = float(np.var(y, ddof=1)) if np.var(y) > 0 else 1.0
+    s2y = _response_variance(y)
     priors = {
         "mu_mean": float(mu_mean), "mu_var": _positive("mu_var", mu_var),
         "group_shape": _positive("group_shape", group_shape),
-        "group_scale": _positive("group_scale", s2y / 20 if group_scale is None else group_scale),
+        "group_scale": _scale("group_scale", group_scale, s2y),
         "resid_shape": _positive("resid_shape", resid_shape),
-        "resid_scale": _positive("resid_scale", s2y / 20 if resid_scale is None else resid_scale),
+        "resid_scale": _scale("resid_scale", resid_scale, s2y),
     }
     draws = _one_way_chains(ybar, n, ssw, priors, n_iter, n_warmup, n_chains, thin, seed, update)
     names = ["mu", "sigma2_group", "sigma2_resid"] + [f"a[{level}]" for level in levels]
@@ -428,13 +438,13 @@ def lmm(formula: str, data: pd.DataFrame, *, fixef_mean: float = 0.0, fixef_var:
     design = build_design(parsed, data)
     y, X = design.y, design.X
     n, p = X.shape
-    s2y = float(np.var(y, ddof=1)) if np.var(y) > 0 else 1.0
+    s2y = _response_variance(y)
     priors = {
         "fixef_mean": float(fixef_mean), "fixef_var": _positive("fixef_var", fixef_var),
         "var_shape": _positive("var_shape", var_shape),
-        "var_scale": _positive("var_scale", s2y / 20 if var_scale is None else var_scale),
+        "var_scale": _scale("var_scale", var_scale, s2y),
         "resid_shape": _positive("resid_shape", resid_shape),
-        "resid_scale": _positive("resid_scale", s2y / 20 if resid_scale is None else resid_scale),
+        "resid_scale": _scale("resid_scale", resid_scale, s2y),
     }
     term_priors = []
     for t in design.terms:
