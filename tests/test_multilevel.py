@@ -41,20 +41,21 @@ def fits(hsb):
     return {name: lmer(m["formula"], hsb, reml=m["reml"]) for name, m in MODELS.items()}
 
 
-def _r_sdcor(name: str, grp: str, var1: str, var2: str = "") -> float:
+def _r_varcorr(column: str, name: str, grp: str, var1: str, var2: str = "") -> float:
+    """One entry of lme4's as.data.frame(VarCorr(fit)): ``column`` is "sdcor" or "vcov"."""
     vc = MODELS[name]["varcorr"]
-    for g, a, b, value in zip(vc["grp"], vc["var1"], vc["var2"], vc["sdcor"]):
+    for g, a, b, value in zip(vc["grp"], vc["var1"], vc["var2"], vc[column]):
         if (g, a, b) == (grp, var1, var2):
             return value
     raise KeyError((name, grp, var1, var2))
+
+
+def _r_sdcor(name: str, grp: str, var1: str, var2: str = "") -> float:
+    return _r_varcorr("sdcor", name, grp, var1, var2)
 
 
 def _r_vcov(name: str, grp: str, var1: str, var2: str = "") -> float:
-    vc = MODELS[name]["varcorr"]
-    for g, a, b, value in zip(vc["grp"], vc["var1"], vc["var2"], vc["vcov"]):
-        if (g, a, b) == (grp, var1, var2):
-            return value
-    raise KeyError((name, grp, var1, var2))
+    return _r_varcorr("vcov", name, grp, var1, var2)
 
 
 # ---- the fits against lme4 -----------------------------------------------------------------------
