@@ -9,6 +9,10 @@ Khatri-Rao (row-wise Kronecker) product :math:`Z_t = (J^\top * X_t^\top)^\top`: 
 random effects are ordered level by level. The term's :math:`p_t \times p_t` lower-triangular
 template :math:`T_t` holds :math:`p_t(p_t+1)/2` entries of :math:`\theta` (column by column);
 :math:`\Lambda_\theta` is block diagonal with blocks :math:`I_l \otimes T_t`.
+
+Model matrices come from formulaic, except for plain formulas (numeric columns and factors
+joined by ``+``, ``:`` and ``*``), which ``plain_formula`` builds directly, as formulaic would,
+without formulaic's fixed cost of a few milliseconds a call.
 """
 
 from __future__ import annotations
@@ -25,9 +29,7 @@ from formulaic import Formula, model_matrix
 from .checks import DataError, require_columns, require_frame
 from .datasets import _level_order
 from .formula import ParsedFormula, RandomTerm
-
-# Functions a formula may call, as in R: log(income), sqrt(x), exp(x).
-FORMULA_FUNCTIONS = {"log": np.log, "log10": np.log10, "log2": np.log2, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs}
+from .plain_formula import FORMULA_FUNCTIONS, parse_plain, parse_plain_response, plain_columns, plain_response
 
 
 def _r_name(name: str) -> str:
@@ -44,12 +46,16 @@ class TermDesign:
     codes: np.ndarray  # level index of each observation
     X: np.ndarray  # n x p_t
     columns: tuple[str, ...]
-    spec: object = field(repr=False, default=None)  # formulaic ModelSpec; None for a random intercept
+    spec: object = field(repr=False, default=None)  # formulaic ModelSpec; None for a plain numeric expr
 
     def model_matrix(self, data: pd.DataFrame) -> np.ndarray:
         """X_t for other data (prediction)."""
         if self.spec is None:
-            return np.ones((len(data), 1))
+            plain = plain_columns(parse_plain(self.term.expr), data, factors=False)
+            if plain is None:
+                raise DataError(f"the columns of ({self.term.expr} | {self.group}) in the new data must be numeric, "
+                                "as in the data the model was fitted to")
+            return plain[0]
         return self.spec.get_model_matrix(data).to_numpy(dtype=float)
 
     @property
@@ -102,8 +108,13 @@ class Design:
     x_names: tuple[str, ...]
     terms: tuple[TermDesign, ...]
     row_index: pd.Index  # the rows of the user's data that were used
-    fixed_spec: object = field(repr=False)  # formulaic ModelSpec, to rebuild X for new data
+    model_frame: pd.DataFrame = field(repr=False)  # those rows, the columns the model uses (lme4's model.frame)
     dropped_columns: tuple[str, ...] = ()
+
+    @cached_property
+    def fixed_spec(self):
+        """formulaic's ModelSpec of the fixed part (built when first needed), to rebuild X for new data."""
+        return _matrix(_fixed_formula(self.formula), self.model_frame).rhs.model_spec
 
     @property
     def nobs(self) -> int:
@@ -207,6 +218,11 @@ def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     return codes.astype(np.intp), tuple(levels)
 
 
+def _fixed_formula(parsed: ParsedFormula) -> Formula:
+    """The fixed part with its response, for formulaic."""
+    return Formula(f"{parsed.response} ~ {parsed.fixed}")
+
+
 def _matrix(formula: str, data: pd.DataFrame):
     return model_matrix(formula, data, context=FORMULA_FUNCTIONS, na_action="ignore")
 
@@ -241,6 +257,49 @@ def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str
     return X[:, keep], [names[j] for j in keep], dropped
 
 
+def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """y, X and X's column names: directly for a plain formula (``plain_formula``), else by formulaic."""
+    response = parse_plain_response(parsed.response)
+    y = plain_response(*response, frame) if response else None
+    plain = plain_columns(parse_plain(parsed.fixed), frame) if y is not None else None
+    if plain is not None:
+        return y, plain[0], [_r_name(c) for c in plain[1]]
+    try:
+        matrices = _matrix(_fixed_formula(parsed), frame)
+    except Exception as error:  # formulaic's messages are good, but say where it came from
+        raise DataError(f"could not build the fixed-effects model matrix for {parsed.fixed!r}: {error}") from error
+    response = matrices.lhs
+    if response.shape[1] != 1:
+        raise DataError(
+            f"the response {parsed.response!r} must be one numeric column, but it expands to "
+            f"{response.shape[1]} columns ({', '.join(response.columns)}); is it a factor?"
+        )
+    return (response.to_numpy(dtype=float).ravel(), matrices.rhs.to_numpy(dtype=float),
+            [_r_name(c) for c in matrices.rhs.columns])
+
+
+def _term_matrix(term: RandomTerm, frame: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...], object]:
+    """X_t, its column names and formulaic's ModelSpec (None when built directly: numeric columns only)."""
+    plain = plain_columns(parse_plain(term.expr), frame, factors=False)
+    if plain is not None:
+        return plain[0], tuple(_r_name(c) for c in plain[1]), None
+    Xt = _matrix(term.expr, frame)
+    return Xt.to_numpy(dtype=float), tuple(_r_name(c) for c in Xt.columns), Xt.model_spec
+
+
+def _used_columns(parsed: ParsedFormula) -> set[str]:
+    """The names of the columns the formula uses: read directly from a plain formula, else by formulaic."""
+    response = parse_plain_response(parsed.response)
+    parts = [parse_plain(parsed.fixed)] + [parse_plain(t.expr) for t in parsed.random]
+    used = {f for t in parsed.random for f in t.factors}
+    if response is not None and all(part is not None for part in parts):
+        return used | {response[0]} | {name for part in parts for name in part.variables}
+    used |= set(_fixed_formula(parsed).required_variables)
+    for t in parsed.random:
+        used |= set(Formula(t.expr).required_variables)
+    return used - set(FORMULA_FUNCTIONS)
+
+
 def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
     """Check the data and build y, X, and the random-effects terms for ``parsed``.
 
@@ -254,43 +313,28 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
             "for a model with fixed effects only use ordinary least squares, "
             "e.g. statsmodels.formula.api.ols(formula, data).fit()"
         )
-    fixed_formula = Formula(f"{parsed.response} ~ {parsed.fixed}")
-    group_columns = [f for t in parsed.random for f in t.factors]
-    used = set(fixed_formula.required_variables) | set(group_columns)
-    for t in parsed.random:
-        used |= set(Formula(t.expr).required_variables)
+    used = _used_columns(parsed)
+    require_columns(data, sorted(used))
     used_columns = [c for c in data.columns if c in used]
-    require_columns(data, sorted(used - set(FORMULA_FUNCTIONS)))
 
-    complete = data[used_columns].notna().all(axis=1).to_numpy()
+    frame = data[used_columns]  # a copy
+    complete = frame.notna().to_numpy().all(axis=1)
     if not complete.all():
         warnings.warn(
             f"{int((~complete).sum())} of {len(data)} rows have missing values in the columns the "
             "model uses and were dropped (as R's na.omit does)",
             stacklevel=3,
         )
-    frame = data.loc[complete, used_columns]
+        frame = frame.loc[complete]
     if len(frame) == 0:
         raise DataError("no rows are left once rows with missing values are dropped")
 
-    try:
-        matrices = _matrix(fixed_formula, frame)
-    except Exception as error:  # formulaic's messages are good, but say where it came from
-        raise DataError(f"could not build the fixed-effects model matrix for {parsed.fixed!r}: {error}") from error
-    response = matrices.lhs
-    if response.shape[1] != 1:
-        raise DataError(
-            f"the response {parsed.response!r} must be one numeric column, but it expands to "
-            f"{response.shape[1]} columns ({', '.join(response.columns)}); is it a factor?"
-        )
-    y = response.to_numpy(dtype=float).ravel()
+    y, X, x_names = _fixed_matrices(parsed, frame)
     if not np.all(np.isfinite(y)):
         raise DataError(
             f"the response {parsed.response!r} has {int((~np.isfinite(y)).sum())} non-finite values "
             "(e.g. log of 0); remove those rows or transform differently"
         )
-    X = matrices.rhs.to_numpy(dtype=float)
-    x_names = [_r_name(c) for c in matrices.rhs.columns]
     X, x_names, dropped = _drop_aliased(X, x_names)
     if dropped:
         warnings.warn(
@@ -303,12 +347,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
     terms = []
     for t in parsed.random:
         codes, levels = factor_codes(frame, t.factors)
-        if t.expr.replace(" ", "") == "1":  # a random intercept: no need to ask formulaic
-            terms.append(TermDesign(t, levels, codes, np.ones((n, 1)), ("(Intercept)",), None))
-            continue
-        Xt = _matrix(t.expr, frame)
-        columns = tuple(_r_name(c) for c in Xt.columns)
-        terms.append(TermDesign(t, levels, codes, Xt.to_numpy(dtype=float), columns, Xt.model_spec))
+        terms.append(TermDesign(t, levels, codes, *_term_matrix(t, frame)))
     # lme4 puts the terms in decreasing order of their number of levels (mkReTrms: rev(order(nl)),
     # applied only when some term has more levels than the one before it); theta follows.
     n_levels = [t.n_levels for t in terms]
@@ -346,6 +385,6 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
         x_names=tuple(x_names),
         terms=tuple(terms),
         row_index=frame.index,
-        fixed_spec=matrices.rhs.model_spec,
+        model_frame=frame,
         dropped_columns=tuple(dropped),
     )
