@@ -137,6 +137,18 @@ class Design:
     def theta_start(self) -> np.ndarray:
         return np.concatenate([t.theta_start for t in self.terms])
 
+    @cached_property
+    def theta_scale(self) -> np.ndarray:
+        """A typical size of each theta entry: T_t[r, c] multiplies column r of X_t, so its natural
+        unit is 1 / rms(X_t[:, r]), rounded to a power of two (the optimizer's change of scale is
+        then exact, and a column of unit size leaves theta as it is)."""
+        scales = []
+        for t in self.terms:
+            rms = np.sqrt(np.mean(t.X**2, axis=0))
+            rows, _ = t._lower
+            scales.append(2.0 ** np.round(-np.log2(np.where(rms[rows] > 0, rms[rows], 1.0))))
+        return np.concatenate(scales)
+
     @property
     def q(self) -> int:
         """Number of random effects."""

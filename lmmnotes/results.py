@@ -337,9 +337,11 @@ class LmerFit:
                                   message=opt.message)
 
     # ---- display ------------------------------------------------------------------------------
-    def summary(self) -> "Summary":
-        """A printed summary in lme4's layout."""
-        return Summary(_summary_text(self))
+    def summary(self, digits: int = 5) -> "Summary":
+        """A printed summary in lme4's layout, variances and standard deviations to ``digits``
+        significant digits (lme4's 5 by default; fewer where the likelihood is so flat that the
+        optimizer leaves the fifth uncertain, as for a variance determined to 1e-5 relative)."""
+        return Summary(_summary_text(self, digits=digits))
 
     def __repr__(self) -> str:
         return _summary_text(self, brief=True)
@@ -398,10 +400,10 @@ def _fixed_effects_table(fit: LmerFit) -> str:
     return pd.DataFrame(columns, index=fit.fixef.index).to_string()
 
 
-def _summary_text(fit: LmerFit, brief: bool = False) -> str:
+def _summary_text(fit: LmerFit, brief: bool = False, digits: int = 5) -> str:
     """lme4's summary layout, printed at a precision that stays put across machines: the REML
     criterion to 4 places and AIC, BIC, deviance to 2, log-likelihood to 3 (criteria are flat at
-    the optimum), variances and standard deviations to 5 significant digits, correlations to 3
+    the optimum), variances and standard deviations to ``digits`` significant digits, correlations to 3
     places, scaled residuals to 4 places, fixed effects as ``_fixed_effects_table``."""
     method = "REML" if fit.reml else "maximum likelihood"
     lines = [f"Linear mixed model fit by {method}", f"Formula: {fit.formula}"]
@@ -421,8 +423,8 @@ def _summary_text(fit: LmerFit, brief: bool = False) -> str:
         corr = cov.to_numpy() / np.outer(sd, sd) if np.all(sd > 0) else np.full(cov.shape, np.nan)
         for i, c in enumerate(cov.columns):
             cor_text = " ".join(f"{_fixed(corr[i, j], 3):>6}" for j in range(i))
-            table.append((name if i == 0 else "", c, f"{sd[i] ** 2:.5g}", f"{sd[i]:.5g}", cor_text))
-    table.append(("Residual", "", f"{fit.sigma ** 2:.5g}", f"{fit.sigma:.5g}", ""))
+            table.append((name if i == 0 else "", c, f"{sd[i] ** 2:.{digits}g}", f"{sd[i]:.{digits}g}", cor_text))
+    table.append(("Residual", "", f"{fit.sigma ** 2:.{digits}g}", f"{fit.sigma:.{digits}g}", ""))
     header = ("Groups", "Name", "Variance", "Std.Dev.", "Corr")
     widths = [max(len(r[k]) for r in table + [header]) for k in range(5)]
     for row in [header] + table:

@@ -1,0 +1,96 @@
+"""The optimizer over theta: units, signs, the boundary, and the precision of its stop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lmmnotes
+from lmmnotes import datasets
+from lmmnotes.criterion import CrossProducts, profiled_criterion
+from lmmnotes.design import build_design
+from lmmnotes.fit import canonical_theta, optimize_theta
+from lmmnotes.formula import parse_formula
+
+
+def _design(formula, data):
+    design = build_design(parse_formula(formula), data)
+    return design, CrossProducts.from_design(design)
+
+
+@pytest.fixture(scope="module")
+def psid():
+    data = datasets.load("psid")
+    data["cyear"] = data["year"] - 78
+    return data
+
+
+def test_theta_scale_is_a_power_of_two_near_one_over_the_column_rms(psid):
+    design, _ = _design("log(income) ~ cyear + (cyear | person)", psid)
+    rms = np.sqrt(np.mean(psid["cyear"].to_numpy(float) ** 2))
+    # entries (row, col) of T: (0, 0) multiplies the intercept, (1, 0) and (1, 1) the column cyear
+    assert rms == pytest.approx(6.4, abs=0.1)
+    np.testing.assert_array_equal(design.theta_scale, [1.0, 0.125, 0.125])
+    assert np.all(np.log2(design.theta_scale) == np.round(np.log2(design.theta_scale)))
+
+
+def test_changing_the_sign_of_a_template_column_changes_nothing(psid):
+    """The criterion sees T only through T T'; canonical_theta picks the nonnegative diagonal."""
+    design, cp = _design("log(income) ~ cyear * sex + (cyear | person)", psid)
+    theta = np.array([0.7, 0.02, 0.06])
+    flipped = np.array([-0.7, -0.02, 0.06])  # first column negated
+    both = np.array([-0.7, -0.02, -0.06])
+    for reml in (True, False):
+        value = profiled_criterion(theta, design, cp, reml)
+        assert profiled_criterion(flipped, design, cp, reml) == pytest.approx(value, rel=1e-13)
+        assert profiled_criterion(both, design, cp, reml) == pytest.approx(value, rel=1e-13)
+    np.testing.assert_array_equal(canonical_theta(flipped, design), theta)
+    np.testing.assert_array_equal(canonical_theta(both, design), theta)
+    # an off-diagonal entry's sign alone is a different model: it stays
+    np.testing.assert_array_equal(canonical_theta([0.7, -0.02, 0.06], design), [0.7, -0.02, 0.06])
+
+
+@pytest.mark.parametrize("start", [[-1.0, 0.0, -1.0], [1.0, 0.0, 1.0], [0.3, -0.5, 2.0]])
+def test_optimum_does_not_depend_on_the_start_or_its_signs(psid, start):
+    design, cp = _design("log(income) ~ cyear * sex + age + educ + (cyear | person)", psid)
+    reference = optimize_theta(design, cp, True)
+    opt = optimize_theta(design, cp, True, start=np.array(start))
+    assert opt.converged and np.all(opt.theta[[0, 2]] > 0)
+    assert opt.criterion == pytest.approx(reference.criterion, abs=1e-8)
+    np.testing.assert_allclose(opt.theta, reference.theta, rtol=1e-6)
+
+
+def test_a_singular_fit_ends_exactly_on_the_boundary():
+    """hsb's (ses | school) ML fit has correlation 1: the last diagonal entry is exactly 0, and
+    the criterion at the snapped point is no higher than at any point nearby inside."""
+    hsb = datasets.load("hsb")
+    design, cp = _design("mathach ~ ses * sector + (ses | school)", hsb)
+    opt = optimize_theta(design, cp, False)
+    assert opt.theta[2] == 0.0 and opt.theta[0] > 0
+    for inside in (1e-6, 1e-4, 1e-2):
+        assert profiled_criterion(opt.theta + [0, 0, inside], design, cp, False) >= opt.criterion - 1e-9
+    assert lmmnotes.lmer("mathach ~ ses * sector + (ses | school)", hsb, reml=False).is_singular
+
+
+def test_a_refit_started_on_the_boundary_leaves_it(psid):
+    """At a template's last diagonal entry = 0 the gradient in it is 0: the probe must move it."""
+    design, cp = _design("log(income) ~ cyear * sex + age + educ + (cyear | person)", psid)
+    reference = optimize_theta(design, cp, True)
+    opt = optimize_theta(design, cp, True, start=np.array([0.8, 0.01, 0.0]))
+    assert opt.theta[2] > 0.05
+    assert opt.criterion == pytest.approx(reference.criterion, abs=1e-8)
+
+
+def test_precision_of_the_stop_on_a_flat_likelihood():
+    """Different starts agree on the criterion to 1e-8 (2e-13 relative) and on theta to 3e-5 relative, not better:
+    the criterion (46,000 here) is flat in the slope's entries to within its own rounding. This is
+    why chapter 10 prints that fit's variances to 4 significant digits (lme4's tightest BOBYQA
+    settings leave the slope variance 0.0652378 where these starts give 0.065235-0.065236)."""
+    hsb = datasets.load("hsb")
+    hsb["cses"] = hsb["ses"] - hsb["meanses"]
+    design, cp = _design("mathach ~ meanses * cses + sector * cses + (cses | school)", hsb)
+    a = optimize_theta(design, cp, False)
+    for factors in ([1.3, 0.5, 2.0], [0.9, 1.1, 0.7], [0.5, 2.0, 1.5]):
+        b = optimize_theta(design, cp, False, start=a.theta * factors)
+        assert b.criterion == pytest.approx(a.criterion, abs=1e-8)
+        np.testing.assert_allclose(b.theta, a.theta, rtol=3e-5)
