@@ -330,10 +330,12 @@ def _cholesky_blocks(A: np.ndarray) -> np.ndarray:
     if p == 1:
         return np.sqrt(A)
     L = np.zeros_like(A)
-    for j in range(p):
-        L[:, j, j] = np.sqrt(A[:, j, j] - np.sum(L[:, j, :j] ** 2, axis=1))
-        for i in range(j + 1, p):
-            L[:, i, j] = (A[:, i, j] - np.sum(L[:, i, :j] * L[:, j, :j], axis=1)) / L[:, j, j]
+    for j in range(p):  # column j: its diagonal, then everything below it at once
+        d = A[:, j, j] - np.einsum("lk,lk->l", L[:, j, :j], L[:, j, :j]) if j else A[:, j, j]
+        L[:, j, j] = np.sqrt(d)
+        if j + 1 < p:
+            below = A[:, j + 1:, j] - np.einsum("lik,lk->li", L[:, j + 1:, :j], L[:, j, :j]) if j else A[:, j + 1:, j]
+            L[:, j + 1:, j] = below / L[:, j, j, None]
     return L
 
 

@@ -220,6 +220,9 @@ def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     present = np.bincount(key, minlength=int(np.prod(sizes, dtype=np.int64))) > 0
     observed = np.flatnonzero(present)
     codes = (np.cumsum(present) - 1)[key]
+    if len(per_factor) == 1:
+        labels = per_factor[0][1]
+        return codes.astype(np.intp), tuple(labels[k] for k in observed)
     levels = []
     for value in observed:
         parts = []

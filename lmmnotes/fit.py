@@ -178,13 +178,21 @@ def single_blas_thread():
     return _blas().limit(limits=1, user_api="blas")
 
 
-def optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray | None = None) -> OptimizerResult:
-    """Minimize the profiled criterion over theta (see ``_optimize_theta``) with one BLAS thread.
+# From this order of the dense block L_22 on, LAPACK's threads pay for themselves (measured on
+# the crossed design of benchmarks/run.py: order 564 gains nothing, order 1114 about 25%).
+THREADED_FROM = 800
 
-    Every evaluation works on small matrices, for which the synchronization of several BLAS
+
+def optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray | None = None) -> OptimizerResult:
+    """Minimize the profiled criterion over theta (see ``_optimize_theta``), with one BLAS thread
+    unless the dense block L_22 has order ``THREADED_FROM`` or more.
+
+    Most evaluations work on small matrices, for which the synchronization of several BLAS
     threads costs more than it saves: on this book's models a refit is about three times
     faster single-threaded.
     """
+    if cp.q2 >= THREADED_FROM:
+        return _optimize_theta(design, cp, reml, start)
     with single_blas_thread():
         return _optimize_theta(design, cp, reml, start)
 
@@ -209,12 +217,14 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
         x, fun, ok, message, nfev = _minimize_scalar(criterion, float(start[0]), float(lower[0]))
         return OptimizerResult(np.array([x]), fun, ok, message, nfev)
     result = _lbfgsb(design, cp, reml, start)
+    scalar = np.array([lo is not None for lo, _ in _bounds(design)])  # the bounded entries
     for _ in range(3):
         # A scalar term's theta, and the last diagonal entry of a template, enter the criterion
-        # only through their squares, so the gradient in them vanishes at 0: a search started
-        # there (a refit from a singular fit's theta) never leaves. Probe inside along each
-        # diagonal coordinate that ends at 0 and restart when the criterion drops.
-        on_boundary = np.flatnonzero((lower == 0) & (result.x < 1e-4))
+        # only through their squares, so the gradient in them vanishes at 0: a bounded search
+        # can stop there, and a search started there (a refit from a singular fit's theta)
+        # never leaves. Probe inside along each scalar theta that ends near 0 and each template
+        # entry that ends exactly at 0, and restart when the criterion drops.
+        on_boundary = np.flatnonzero((lower == 0) & np.where(scalar, result.x < 1e-4, result.x == 0))
         best_x, best_f = result.x, result.fun
         for j in on_boundary:
             for delta in (1e-3, 1e-2, 1e-1, 1.0):
