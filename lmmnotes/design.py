@@ -206,10 +206,11 @@ def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
         if isinstance(column.dtype, pd.CategoricalDtype):
             labels = [str(c) for c in column.cat.categories]
             codes = column.cat.codes.to_numpy()
-        else:
-            labels = _level_order(column)
-            lookup = {label: i for i, label in enumerate(labels)}
-            codes = column.astype(str).map(lookup).to_numpy()
+        else:  # sort the distinct labels only, then map each observation through its label's rank
+            distinct, inverse = np.unique(column.astype(str).to_numpy(), return_inverse=True)
+            labels = _level_order(pd.Series(distinct))
+            rank = {label: i for i, label in enumerate(labels)}
+            codes = np.array([rank[label] for label in distinct])[inverse]
         per_factor.append((codes, labels))
     # one integer per combination, first factor slowest (mixed radix): its observed values in
     # increasing order are the observed combinations in lexicographic order
