@@ -29,7 +29,8 @@ from formulaic import Formula, model_matrix
 from .checks import DataError, require_columns, require_frame
 from .datasets import _level_order
 from .formula import ParsedFormula, RandomTerm
-from .plain_formula import FORMULA_FUNCTIONS, parse_plain, parse_plain_response, plain_columns, plain_response
+from .plain_formula import (FORMULA_FUNCTIONS, PlainFormula, parse_plain, parse_plain_response, plain_columns,
+                            plain_response)
 
 
 def _r_name(name: str) -> str:
@@ -51,7 +52,9 @@ class TermDesign:
     def model_matrix(self, data: pd.DataFrame) -> np.ndarray:
         """X_t for other data (prediction)."""
         if self.spec is None:
-            plain = plain_columns(parse_plain(self.term.expr), data, factors=False)
+            expr = parse_plain(self.term.expr)
+            require_columns(data, expr.variables)
+            plain = plain_columns(expr, data, factors=False)
             if plain is None:
                 raise DataError(f"the columns of ({self.term.expr} | {self.group}) in the new data must be numeric, "
                                 "as in the data the model was fitted to")
@@ -87,14 +90,15 @@ class TermDesign:
 
     @property
     def theta_lower(self) -> np.ndarray:
-        """Lower bounds: 0 for the diagonal of T_t, -inf below it."""
-        rows, cols = np.triu_indices(self.p)[::-1]
+        """lme4's lower bounds: 0 for the diagonal of T_t, -inf below it. A fitted theta keeps
+        them (the diagonal is nonnegative), but the optimizer bounds only scalar terms (``fit._bounds``)."""
+        rows, cols = self._lower
         return np.where(rows == cols, 0.0, -np.inf)
 
     @property
     def theta_start(self) -> np.ndarray:
         """lme4's starting value: T_t = I."""
-        rows, cols = np.triu_indices(self.p)[::-1]
+        rows, cols = self._lower
         return (rows == cols).astype(float)
 
 
@@ -135,7 +139,13 @@ class Design:
 
     @property
     def theta_start(self) -> np.ndarray:
+        """lme4's starting value, every T_t = I."""
         return np.concatenate([t.theta_start for t in self.terms])
+
+    @property
+    def default_start(self) -> np.ndarray:
+        """Where ``lmer`` starts: lme4's T_t = I in the units of ``theta_scale``."""
+        return self.theta_start * self.theta_scale
 
     @cached_property
     def theta_scale(self) -> np.ndarray:
@@ -273,11 +283,12 @@ def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str
     return X[:, keep], [names[j] for j in keep], dropped
 
 
-def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """y, X and X's column names: directly for a plain formula (``plain_formula``), else by formulaic."""
-    response = parse_plain_response(parsed.response)
+def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame, response: tuple | None,
+                    fixed: PlainFormula | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """y, X and X's column names: directly for a plain formula (``plain_formula``: ``response``
+    and ``fixed`` are its parsed parts, None if not plain), else by formulaic."""
     y = plain_response(*response, frame) if response else None
-    plain = plain_columns(parse_plain(parsed.fixed), frame) if y is not None else None
+    plain = plain_columns(fixed, frame) if y is not None else None
     if plain is not None:
         return y, plain[0], [_r_name(c) for c in plain[1]]
     try:
@@ -294,19 +305,20 @@ def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame) -> tuple[np.ndar
             [_r_name(c) for c in matrices.rhs.columns])
 
 
-def _term_matrix(term: RandomTerm, frame: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...], object]:
-    """X_t, its column names and formulaic's ModelSpec (None when built directly: numeric columns only)."""
-    plain = plain_columns(parse_plain(term.expr), frame, factors=False)
+def _term_matrix(term: RandomTerm, expr: PlainFormula | None, frame: pd.DataFrame
+                 ) -> tuple[np.ndarray, tuple[str, ...], object]:
+    """X_t, its column names and formulaic's ModelSpec (None when built directly: numeric columns
+    only; ``expr`` is the term's parsed expression, None if not plain)."""
+    plain = plain_columns(expr, frame, factors=False)
     if plain is not None:
         return plain[0], tuple(_r_name(c) for c in plain[1]), None
     Xt = _matrix(term.expr, frame)
     return Xt.to_numpy(dtype=float), tuple(_r_name(c) for c in Xt.columns), Xt.model_spec
 
 
-def _used_columns(parsed: ParsedFormula) -> set[str]:
-    """The names of the columns the formula uses: read directly from a plain formula, else by formulaic."""
-    response = parse_plain_response(parsed.response)
-    parts = [parse_plain(parsed.fixed)] + [parse_plain(t.expr) for t in parsed.random]
+def _used_columns(parsed: ParsedFormula, response: tuple | None, parts: list[PlainFormula | None]) -> set[str]:
+    """The names of the columns the formula uses: read directly from a plain formula (its parsed
+    ``response`` and ``parts``), else by formulaic."""
     used = {f for t in parsed.random for f in t.factors}
     if response is not None and all(part is not None for part in parts):
         return used | {response[0]} | {name for part in parts for name in part.variables}
@@ -329,7 +341,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
             "for a model with fixed effects only use ordinary least squares, "
             "e.g. statsmodels.formula.api.ols(formula, data).fit()"
         )
-    used = _used_columns(parsed)
+    response, fixed = parse_plain_response(parsed.response), parse_plain(parsed.fixed)
+    exprs = [parse_plain(t.expr) for t in parsed.random]
+    used = _used_columns(parsed, response, [fixed] + exprs)
     require_columns(data, sorted(used))
     used_columns = [c for c in data.columns if c in used]
 
@@ -345,7 +359,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
     if len(frame) == 0:
         raise DataError("no rows are left once rows with missing values are dropped")
 
-    y, X, x_names = _fixed_matrices(parsed, frame)
+    y, X, x_names = _fixed_matrices(parsed, frame, response, fixed)
     if not np.all(np.isfinite(y)):
         raise DataError(
             f"the response {parsed.response!r} has {int((~np.isfinite(y)).sum())} non-finite values "
@@ -361,9 +375,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
 
     n = len(y)
     terms = []
-    for t in parsed.random:
+    for t, expr in zip(parsed.random, exprs):
         codes, levels = factor_codes(frame, t.factors)
-        terms.append(TermDesign(t, levels, codes, *_term_matrix(t, frame)))
+        terms.append(TermDesign(t, levels, codes, *_term_matrix(t, expr, frame)))
     # lme4 puts the terms in decreasing order of their number of levels (mkReTrms: rev(order(nl)),
     # applied only when some term has more levels than the one before it); theta follows.
     n_levels = [t.n_levels for t in terms]

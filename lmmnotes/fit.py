@@ -2,8 +2,8 @@
 
 ``lmer`` is the whole pipeline in a dozen lines; each step lives in its own module:
 ``formula.parse_formula``, ``design.build_design``, ``criterion.profiled_criterion`` and
-``results.LmerFit``. The optimizer works on theta alone, with the diagonal of each template
-bounded below by 0, as in lme4.
+``results.LmerFit``. The optimizer works on theta alone; a fitted template has a nonnegative
+diagonal, as in lme4 (``canonical_theta``).
 """
 
 from __future__ import annotations
@@ -82,13 +82,18 @@ def _bounds(design: Design) -> list[tuple[float | None, None]]:
     diagonal entry of a template enters the criterion only through its square, so the gradient
     in it vanishes there. Among the 1000 fits of chapter 11's Monte Carlo study, a bounded
     search (in the units of ``_lbfgsb``) ended 19 times at a worse boundary point, which the
-    probe of ``_optimize_theta`` did not repair; the unbounded search, never. Unbounded, a step through 0 lands on the mirror image of a point inside, and a
-    singular fit is an ordinary minimum at 0, approached quadratically (``_snap_to_boundary``
-    ends it there). A scalar term keeps its bound, which makes no such trouble (the probe
-    handles a stop at 0) and saves evaluations in crossed designs.
+    probe of ``_optimize_theta`` did not repair; the unbounded search, never. Unbounded, a step
+    through 0 lands on the mirror image of a point inside, and a singular fit is an ordinary
+    minimum at 0, approached quadratically (``_snap_to_boundary`` ends it there). A scalar term
+    keeps its bound, which makes no such trouble (the probe handles a stop at 0) and saves
+    evaluations in crossed designs.
     """
-    scalar = np.concatenate([np.full(t.n_theta, t.p == 1) for t in design.terms])
-    return [(0.0, None) if s else (None, None) for s in scalar]
+    return [(0.0, None) if s else (None, None) for s in _scalar_entries(design)]
+
+
+def _scalar_entries(design: Design) -> np.ndarray:
+    """Which entries of theta belong to a scalar term (p = 1)."""
+    return np.concatenate([np.full(t.n_theta, t.p == 1) for t in design.terms])
 
 
 def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
@@ -106,21 +111,20 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
     and reports it: no point it could still find would differ by more than rounding error.
     """
     scale = design.theta_scale
-    best = {"x": None, "fun": np.inf, "near": 0, "nfev": 0}
+    best = {"scaled": None, "fun": np.inf, "near": 0, "nfev": 0}
 
     def fun(scaled):
-        theta = scaled * scale
-        if best["x"] is not None and (np.max(np.abs(theta - best["x"]))
-                                      <= STALL_DISTANCE * max(1.0, np.max(np.abs(best["x"])))):
+        if best["scaled"] is not None and (np.max(np.abs(scaled - best["scaled"]))
+                                           <= STALL_DISTANCE * max(1.0, np.max(np.abs(best["scaled"])))):
             best["near"] += 1
             if best["near"] >= 2:
                 raise _Stalled
         else:
             best["near"] = 0
-        value, gradient = criterion_and_gradient(theta, design, cp, reml)
+        value, gradient = criterion_and_gradient(scaled * scale, design, cp, reml)
         best["nfev"] += 1
         if value < best["fun"]:
-            best.update(x=theta, fun=value)
+            best.update(scaled=np.array(scaled, dtype=float), fun=value)
         return value, gradient * scale
 
     try:
@@ -129,8 +133,8 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
         success, message = result.success, result.message
     except _Stalled:
         success, message = True, "CONVERGENCE: the line search stalled within rounding distance of the best point"
-    return OptimizeResult(x=canonical_theta(best["x"], design), fun=best["fun"], success=success, nfev=best["nfev"],
-                          message=message)
+    return OptimizeResult(x=canonical_theta(best["scaled"] * scale, design), fun=best["fun"], success=success,
+                          nfev=best["nfev"], message=message)
 
 
 BOUNDARY_DISTANCE = 1e-4  # a diagonal entry this close to 0 (in its unit, theta_scale) is tried at 0
@@ -207,8 +211,8 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
     ends next to 0 is set to 0 (``_snap_to_boundary``).
     Tolerances are tight so that the log-likelihood matches lme4's to 1e-6 or better.
     """
-    lower = design.theta_lower
-    start = design.theta_start * design.theta_scale if start is None else np.maximum(np.asarray(start, dtype=float), lower)
+    lower, scale = design.theta_lower, design.theta_scale
+    start = design.default_start if start is None else canonical_theta(np.asarray(start, dtype=float), design)
 
     def criterion(theta: np.ndarray) -> float:
         return profiled_criterion(theta, design, cp, reml)
@@ -217,19 +221,19 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
         x, fun, ok, message, nfev = _minimize_scalar(criterion, float(start[0]), float(lower[0]))
         return OptimizerResult(np.array([x]), fun, ok, message, nfev)
     result = _lbfgsb(design, cp, reml, start)
-    scalar = np.array([lo is not None for lo, _ in _bounds(design)])  # the bounded entries
+    scalar = _scalar_entries(design)
     for _ in range(3):
         # A scalar term's theta, and the last diagonal entry of a template, enter the criterion
         # only through their squares, so the gradient in them vanishes at 0: a bounded search
         # can stop there, and a search started there (a refit from a singular fit's theta)
         # never leaves. Probe inside along each scalar theta that ends near 0 and each template
-        # entry that ends exactly at 0, and restart when the criterion drops.
-        on_boundary = np.flatnonzero((lower == 0) & np.where(scalar, result.x < 1e-4, result.x == 0))
+        # entry that ends exactly at 0 (in the units theta_scale), and restart when the criterion drops.
+        on_boundary = np.flatnonzero((lower == 0) & np.where(scalar, result.x < 1e-4 * scale, result.x == 0))
         best_x, best_f = result.x, result.fun
         for j in on_boundary:
             for delta in (1e-3, 1e-2, 1e-1, 1.0):
                 x = result.x.copy()
-                x[j] = delta
+                x[j] = delta * scale[j]
                 value = criterion(x)
                 if value < best_f - 1e-10:
                     best_x, best_f = x, value

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import is_bool_dtype, is_numeric_dtype, is_object_dtype, is_string_dtype
+from pandas.api.types import is_bool_dtype, is_float_dtype, is_numeric_dtype, is_object_dtype
 
 from .formula import _split_top_level
 
@@ -55,7 +55,8 @@ def parse_plain(rhs: str) -> PlainFormula | None:
     intercept, expanded = True, []
     for piece in _split_top_level(rhs, "+"):
         piece = piece.strip()
-        if piece == "1":
+        if piece == "1":  # as in formulaic, the last of 1, 0 and -1 decides
+            intercept = True
             continue
         if piece in ("0", "-1"):
             intercept = False
@@ -80,7 +81,10 @@ def _factor_levels(column: pd.Series) -> tuple[list[str], np.ndarray] | None:
     """Level labels and integer codes of a factor column (None if it is not a plain factor)."""
     if isinstance(column.dtype, pd.CategoricalDtype):
         return [str(c) for c in column.cat.categories], column.cat.codes.to_numpy()
-    if is_object_dtype(column.dtype) or is_string_dtype(column.dtype):
+    dtype = column.dtype
+    # strings: object columns, and pandas' default str dtype; formulaic cannot encode the "string"
+    # dtype whose missing value is pd.NA, so that one goes to formulaic, which then explains
+    if is_object_dtype(dtype) or (isinstance(dtype, pd.StringDtype) and dtype.na_value is not pd.NA):
         values = column.to_numpy(dtype=object)
         if not all(isinstance(v, str) for v in values):
             return None
@@ -92,16 +96,19 @@ def _factor_levels(column: pd.Series) -> tuple[list[str], np.ndarray] | None:
 def plain_columns(formula: PlainFormula | None, frame: pd.DataFrame, factors: bool = True
                   ) -> tuple[np.ndarray, list[str]] | None:
     """The model matrix of ``formula`` for ``frame`` and its column names, as formulaic builds
-    them; None if ``formula`` is None, a column is missing or neither numeric nor a factor, or
+    them; None if ``formula`` is None, a column is missing, named Intercept, or neither float64,
+    integer nor a factor, or
     a factor occurs in a formula without an intercept or that is not hierarchical (or at all,
     if not ``factors``: a factor's levels would then come from ``frame`` alone)."""
-    if formula is None or any(name not in frame.columns for name in formula.variables):
+    if formula is None or any(name == "Intercept" or name not in frame.columns for name in formula.variables):
         return None
     columns: dict[str, list[tuple[str, np.ndarray]]] = {}
     has_factor = False
     for name in formula.variables:
         column = frame[name]
         if is_numeric_dtype(column.dtype) and not is_bool_dtype(column.dtype):
+            if is_float_dtype(column.dtype) and column.dtype.itemsize != 8:
+                return None  # formulaic multiplies float32 columns in float32
             columns[name] = [(name, column.to_numpy(dtype=float))]
             continue
         factor = _factor_levels(column) if factors else None

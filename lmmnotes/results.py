@@ -304,7 +304,7 @@ class LmerFit:
 
     def refit(self, y, *, start=None) -> "LmerFit":
         """Fit the same model to a new response ``y`` (same rows), starting at this fit's theta, or
-        at ``start`` if given (e.g. ``fit.design.theta_start``, lme4's default start)."""
+        at ``start`` if given (e.g. ``fit.design.default_start``, where ``lmer`` starts)."""
         from .fit import optimize_theta, single_blas_thread  # fit imports this module
 
         y = np.asarray(y, dtype=float).ravel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import lmmnotes
@@ -94,3 +95,21 @@ def test_precision_of_the_stop_on_a_flat_likelihood():
         b = optimize_theta(design, cp, False, start=a.theta * factors)
         assert b.criterion == pytest.approx(a.criterion, abs=1e-8)
         np.testing.assert_allclose(b.theta, a.theta, rtol=3e-5)
+
+
+@pytest.mark.parametrize("size", [1e-2, 1.0, 1e4])
+def test_probe_leaves_the_boundary_in_the_units_of_the_column(size):
+    """A refit started with an uncorrelated slope's theta at 0 (its gradient there is 0) must
+    reach the default start's optimum whatever the scale of the column: the probe's steps are
+    taken in the units of theta_scale."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(30), 8)
+    x = rng.normal(size=g.size) * size
+    y = 1 + rng.normal(size=30)[g] + 0.5 * rng.normal(size=30)[g] * x / size + rng.normal(size=g.size)
+    data = pd.DataFrame({"y": y, "x": x, "g": g.astype(str)})
+    design, cp = _design("y ~ x + (1 | g) + (0 + x | g)", data)
+    reference = optimize_theta(design, cp, False)
+    assert reference.theta[1] > 0.1 / size
+    for start in ([reference.theta[0], 0.0], [0.0, 0.0]):
+        opt = optimize_theta(design, cp, False, start=np.array(start))
+        assert opt.criterion == pytest.approx(reference.criterion, abs=1e-7)

@@ -29,6 +29,9 @@ def frame() -> pd.DataFrame:
         "g": pd.Categorical(rng.choice(["y", "x"], n), categories=["y", "x"]),  # categories in their own order
         "h": pd.Categorical(rng.choice([1, 2], n), categories=[1, 2, 3]),  # numeric labels, one unused
         "flag": rng.random(n) < 0.5,
+        "s": pd.array(rng.choice(["u", "v"], n), dtype="string"),  # formulaic cannot encode this dtype
+        "x32": rng.normal(size=n).astype(np.float32),  # formulaic multiplies in float32
+        "Intercept": rng.normal(size=n),
         "y": rng.normal(size=n),
     })
 
@@ -36,7 +39,7 @@ def frame() -> pd.DataFrame:
 PLAIN = [
     "1", "x", "0 + x", "-1 + x + w", "x + z", "x*z", "z + x + x:z", "z:x + x + z", "x*z*w", "f", "g", "h",
     "x*f", "f*g", "g*f", "x*z*f", "f:x + f + x", "g + x:g + x", "x*f*g", "f*g*h", "1 + f + x + f:x",
-    "x + x", "f + f:g + g", "x*w + f",
+    "x + x", "f + f:g + g", "x*w + f", "0 + 1 + x", "x + 0 + 1", "-1 + 1 + x",
 ]
 
 
@@ -65,7 +68,8 @@ def test_random_hierarchical_formulas_equal_formulaic(frame, seed):
 
 
 @pytest.mark.parametrize("rhs", [
-    "C(f)", "I(x**2)", "log(w)", "x + f:x", "f:g", "0 + f", "x:x", "x:z + z:x", "x.real", "flag", "x + flag", "`x`", "(x)",
+    "C(f)", "I(x**2)", "log(w)", "x + f:x", "f:g", "0 + f", "x:x", "x:z + z:x", "x.real", "flag", "x + flag", "`x`", "(x)", "s", "x + s",
+    "x32 * x", "x + Intercept", "1 + x - 1",
 ])
 def test_other_formulas_are_left_to_formulaic(frame, rhs):
     assert plain_columns(parse_plain(rhs), frame) is None
@@ -115,6 +119,8 @@ def test_random_term_columns_must_be_numeric_in_new_data():
     fit = lmmnotes.lmer("mathach ~ 1 + (ses | school)", data, reml=False)
     with pytest.raises(DataError, match="must be numeric"):
         fit.predict(data.head(3).assign(ses=["a", "b", "c"]))
+    with pytest.raises(DataError, match="'ses' not found"):
+        fit.predict(data.head(3).drop(columns="ses"))
 
 
 def test_missing_rows_are_dropped_from_the_model_frame():
