@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .checks import DataError
@@ -50,20 +51,20 @@ def _data_dir() -> Path:
     )
 
 
-def _level_order(values: pd.Series) -> list[str]:
-    """Distinct labels sorted numerically if they all look like numbers, else alphabetically."""
-    labels = pd.unique(values.astype(str))
-    numeric = pd.to_numeric(pd.Series(labels), errors="coerce")
-    if numeric.notna().all():
-        return [label for _, label in sorted(zip(numeric, labels))]
-    return sorted(labels)
+def _level_order(labels) -> list[str]:
+    """Distinct string labels sorted numerically if they all look like numbers, else alphabetically."""
+    labels = np.asarray(labels, dtype=object)
+    numeric = pd.to_numeric(labels, errors="coerce")
+    if not pd.isna(numeric).any():
+        return [label for _, label in sorted(zip(numeric.tolist(), labels.tolist()))]
+    return sorted(labels.tolist())
 
 
 def as_factor(values: pd.Series) -> pd.Series:
     """``values`` as a categorical of string labels, levels in R's order (see module doc)."""
     labels = values.astype(str)
     return pd.Series(
-        pd.Categorical(labels, categories=_level_order(labels)), index=values.index, name=values.name
+        pd.Categorical(labels, categories=_level_order(pd.unique(labels))), index=values.index, name=values.name
     )
 
 

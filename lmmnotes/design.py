@@ -18,7 +18,7 @@ without formulaic's fixed cost of a few milliseconds a call.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -78,6 +78,16 @@ class TermDesign:
         return self.p * (self.p + 1) // 2
 
     @cached_property
+    def Z(self) -> sp.csr_matrix:
+        """The term's block Z_t of Z (n x l p_t): row i holds X_t[i, :] in the columns of its level.
+
+        Built row by row (p_t entries a row), with no sort: Z_t' v gives the sums over each
+        level's rows that the cross-products need, in one sparse product."""
+        n, p = self.X.shape
+        columns = (self.codes[:, None] * p + np.arange(p)).ravel()
+        return sp.csr_matrix((self.X.ravel(), columns, np.arange(0, n * p + 1, p)), shape=(n, self.n_levels * p))
+
+    @cached_property
     def _lower(self) -> tuple[np.ndarray, np.ndarray]:
         """Row and column indices of the lower triangle, column by column (theta's order)."""
         return np.triu_indices(self.p)[::-1]
@@ -123,6 +133,15 @@ class Design:
     @property
     def nobs(self) -> int:
         return len(self.y)
+
+    def with_response(self, y: np.ndarray) -> "Design":
+        """The same design for a new response y on the same rows (``LmerFit.refit``). What the
+        design has cached (``fixed_spec``, ``theta_scale``, ...) does not depend on y and carries
+        over, so a bootstrap's refits build none of it again."""
+        new = replace(self, y=y)
+        fields_ = {f.name for f in fields(self)}
+        new.__dict__.update({name: value for name, value in self.__dict__.items() if name not in fields_})
+        return new
 
     @cached_property
     def theta_slices(self) -> list[slice]:
@@ -188,12 +207,7 @@ class Design:
 
     def Z(self) -> sp.csc_matrix:
         """The sparse n x q random-effects model matrix [Z_1 Z_2 ...]."""
-        n, blocks = self.nobs, []
-        for t in self.terms:
-            rows = np.repeat(np.arange(n), t.p)
-            cols = (t.codes[:, None] * t.p + np.arange(t.p)).ravel()
-            blocks.append(sp.csc_matrix((t.X.ravel(), (rows, cols)), shape=(n, t.n_levels * t.p)))
-        return sp.hstack(blocks, format="csc")
+        return sp.hstack([t.Z for t in self.terms], format="csc")
 
     def Lambda(self, theta: np.ndarray) -> sp.csc_matrix:
         """The sparse q x q relative covariance factor: block diagonal of I_l kron T_t."""
@@ -214,11 +228,11 @@ def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     for name in factors:
         column = data[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
-            labels = [str(c) for c in column.cat.categories]
-            codes = column.cat.codes.to_numpy()
+            labels = [str(c) for c in column.array.categories]
+            codes = column.array.codes
         else:  # sort the distinct labels only, then map each observation through its label's rank
             distinct, inverse = np.unique(column.astype(str).to_numpy(), return_inverse=True)
-            labels = _level_order(pd.Series(distinct))
+            labels = _level_order(distinct)
             rank = {label: i for i, label in enumerate(labels)}
             codes = np.array([rank[label] for label in distinct])[inverse]
         per_factor.append((codes, labels))
@@ -345,9 +359,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
     exprs = [parse_plain(t.expr) for t in parsed.random]
     used = _used_columns(parsed, response, [fixed] + exprs)
     require_columns(data, sorted(used))
-    used_columns = [c for c in data.columns if c in used]
+    positions = [i for i, c in enumerate(data.columns) if c in used]
 
-    frame = data[used_columns]  # a copy
+    frame = data.take(positions, axis=1)  # a copy (as data[columns], at a quarter of the cost)
     complete = frame.notna().to_numpy().all(axis=1)
     if not complete.all():
         warnings.warn(

@@ -312,7 +312,7 @@ class LmerFit:
             raise ValueError(f"refit needs a response of length {self.nobs}, got {y.shape[0]}")
         if not np.all(np.isfinite(y)):
             raise ValueError("refit: the new response has missing or infinite values")
-        design = _with_response(self.design, y)
+        design = self.design.with_response(y)
         with single_blas_thread():
             cp = self.cross_products.with_response(design, y)
             if start is None:
@@ -355,12 +355,6 @@ class Summary(str):
 
     def __repr__(self) -> str:
         return str(self)
-
-
-def _with_response(design: Design, y: np.ndarray) -> Design:
-    from dataclasses import replace
-
-    return replace(design, y=y)
 
 
 def _formulaic_name(name: str) -> str:

@@ -155,6 +155,19 @@ def test_refit_same_response_reproduces_the_fit(psid_fit):
     assert psid_fit.refit(y).loglik == pytest.approx(direct.loglik, abs=1e-6)
 
 
+def test_a_refit_keeps_what_the_design_cached_and_its_new_response(psid_fit):
+    spec = psid_fit.design.fixed_spec  # built on first use
+    y = psid_fit.simulate(seed=4).iloc[:, 0].to_numpy()
+    refit = psid_fit.refit(y)
+    assert refit.design.fixed_spec is spec
+    assert refit.design.theta_scale is psid_fit.design.theta_scale
+    np.testing.assert_array_equal(refit.design.y, y)
+    assert not np.array_equal(psid_fit.design.y, y)
+    # predictions for new data go through the carried-over spec and use the refit's estimates
+    new = book_data("psid").head(3).assign(cyear=lambda d: d["year"] - 78)
+    np.testing.assert_allclose(refit.predict(new, re_form="~0"), refit.design.fixed_spec.get_model_matrix(new).to_numpy() @ refit.fixef.to_numpy())
+
+
 def test_summary_shows_the_tables(psid_fit):
     text = str(psid_fit.summary())
     for part in ["REML criterion at convergence", "Scaled residuals", "Random effects", "person", "cyear",
