@@ -12,7 +12,9 @@ evaluation's shape (2900 students x 1100 instructors, 14 departments, 72,500 rat
 < 2 s and < 1 GiB added) at 1/8, 1/4, 1/2 and full size: a table, its CSV
 (benchmarks/results/crossed_scaling.csv, used by chapter 8) and a plot
 (_build/benchmarks/crossed_scaling.png), and the log-likelihood of the sparse against the dense
-path at 1/4 size. Figures, not pass/fail tests.
+path at 1/4 size; and the small fits step by step (design, cross-products, optimizer, result;
+the number of criterion evaluations and the cost of one), to show where their time goes.
+Figures, not pass/fail tests.
 """
 
 from __future__ import annotations
@@ -152,6 +154,37 @@ def repeated_measures_figures() -> None:
           f"(target < 3 ms); REML log-likelihood {fit.loglik:.4f}")
 
 
+def small_fit_stages() -> None:
+    """Where a small fit's time goes: median ms of each step of lmer's pipeline (parse and
+    build the design, cross-products, optimizer, result), the number of criterion evaluations
+    and the median cost of one at the optimum (the criterion alone for one parameter, which
+    Brent's method minimizes; with its gradient for several, as L-BFGS-B needs)."""
+    from lmmnotes.criterion import criterion_and_gradient, profiled_criterion
+
+    cases = [(name, formula, data(name), REML[name]) for name, (formula, _, _) in MODELS.items()]
+    cases.append(("repeated", REPEATED_FORMULA, simulate_repeated_measures(), True))
+    print(f"\nstages of a fit, median ms: {'design':>7s} {'cross':>6s} {'optimizer':>9s} {'result':>6s} "
+          f"{'evals':>5s} {'ms/eval':>7s}")
+    for name, formula, frame, reml in cases:
+        steps = []
+        for _ in range(21):
+            t0 = time.perf_counter()
+            design = build_design(parse_formula(formula), frame)
+            t1 = time.perf_counter()
+            cp = CrossProducts.from_design(design)
+            t2 = time.perf_counter()
+            opt = optimize_theta(design, cp, reml)
+            t3 = time.perf_counter()
+            LmerFit.from_theta(design, cp, reml, opt.theta, converged=opt.converged, message=opt.message)
+            t4 = time.perf_counter()
+            steps.append([t1 - t0, t2 - t1, t3 - t2, t4 - t3])
+        design_ms, cross_ms, opt_ms, result_ms = 1e3 * np.median(steps, axis=0)
+        evaluate = profiled_criterion if len(opt.theta) == 1 else criterion_and_gradient
+        eval_ms, _ = median_ms(lambda: evaluate(opt.theta, design, cp, reml), 101)
+        print(f"  {name:26s} {design_ms:7.2f} {cross_ms:6.2f} {opt_ms:9.2f} {result_ms:6.2f} "
+              f"{opt.n_evaluations:5d} {eval_ms:7.3f}")
+
+
 def _timed_fit(frame: pd.DataFrame):
     start = time.perf_counter()
     fit = lmmnotes.lmer(CROSSED_FORMULA, frame, reml=False)
@@ -246,6 +279,7 @@ def bootstrap_figures() -> None:
 if __name__ == "__main__":
     main()
     repeated_measures_figures()
+    small_fit_stages()
     crossed_figures()
     bootstrap_figures()
     from gibbs import gibbs_figures  # benchmarks/gibbs.py: the Gibbs samplers' speed

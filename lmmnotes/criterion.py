@@ -277,13 +277,15 @@ def _least_squares(X: np.ndarray, XtX: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The least-squares coefficients of y on X, by the normal equations X'X gamma = X'y.
 
     gamma only has to make y - X gamma small (``with_response``), so the normal equations'
-    accuracy is plenty, at a fifth of the cost of an SVD-based solve; should X'X be too
-    ill-conditioned for a Cholesky factor, numpy's least squares takes over.
+    accuracy is plenty, at a fifth of the cost of an SVD-based solve. When X is nearly
+    collinear (the Cholesky factor's diagonal spans more than six orders of magnitude, or there
+    is no factor) they would lose too many digits, and numpy's least squares takes over.
     """
     if not X.shape[1]:
         return np.zeros(0)
     R, info = dpotrf(XtX, lower=0, clean=1)
-    if info != 0:
+    diagonal = np.abs(np.diag(R))
+    if info != 0 or diagonal.min() <= 1e-6 * diagonal.max():
         return np.linalg.lstsq(X, y, rcond=None)[0]
     return _trsolve(R, _trsolve(R, X.T @ y, lower=0, trans=1), lower=0)
 

@@ -24,6 +24,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.linalg.lapack import dpotrf
 from formulaic import Formula, model_matrix
 
 from .checks import DataError, require_columns, require_frame
@@ -139,8 +140,8 @@ class Design:
         design has cached (``fixed_spec``, ``theta_scale``, ...) does not depend on y and carries
         over, so a bootstrap's refits build none of it again."""
         new = replace(self, y=y)
-        fields_ = {f.name for f in fields(self)}
-        new.__dict__.update({name: value for name, value in self.__dict__.items() if name not in fields_})
+        field_names = {f.name for f in fields(self)}
+        new.__dict__.update({name: value for name, value in self.__dict__.items() if name not in field_names})
         return new
 
     @cached_property
@@ -230,11 +231,13 @@ def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
         if isinstance(column.dtype, pd.CategoricalDtype):
             labels = [str(c) for c in column.array.categories]
             codes = column.array.codes
-        else:  # sort the distinct labels only, then map each observation through its label's rank
-            distinct, inverse = np.unique(column.astype(str).to_numpy(), return_inverse=True)
-            labels = _level_order(distinct)
+        else:  # hash the values, label and sort the distinct ones only, then map each observation
+            inverse, distinct = pd.factorize(column)
+            # two values with the same label (1 and "1" in an object column) are one level
+            label_code, distinct_labels = pd.factorize(np.array([str(v) for v in distinct], dtype=object))
+            labels = _level_order(distinct_labels)
             rank = {label: i for i, label in enumerate(labels)}
-            codes = np.array([rank[label] for label in distinct])[inverse]
+            codes = np.array([rank[label] for label in distinct_labels])[label_code][inverse]
         per_factor.append((codes, labels))
     # one integer per combination, first factor slowest (mixed radix): its observed values in
     # increasing order are the observed combinations in lexicographic order
@@ -279,12 +282,21 @@ def column_space_coefficients(X: np.ndarray, X_small: np.ndarray) -> np.ndarray 
 def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
     """Drop each column of X that is a linear combination of the columns before it (as lme4
     does: the later of two aliased columns goes)."""
-    scale = np.linalg.norm(X, axis=0).max() if X.size else 0.0
+    if not X.size:
+        return X, names, []
+    XtX = X.T @ X
+    scale = np.sqrt(np.diag(XtX).max())  # the longest column's length
     tolerance = 1e-7 * max(scale, 1.0)
     # |R_jj| of X = QR is the length of column j's residual on the columns before it: when
-    # none is small, X has full rank (one QR instead of a least-squares fit per column)
-    if X.shape[0] >= X.shape[1] and np.all(np.abs(np.diagonal(np.linalg.qr(X, mode="r"))) > tolerance):
-        return X, names, []
+    # none is small, X has full rank. The Cholesky factor of X'X is the same R, far cheaper for
+    # a long X, but accurate only to about 1e-8 |X|: it settles the clear cases (every |R_jj|
+    # above 1e3 times the tolerance), and the QR of X the rest
+    if X.shape[0] >= X.shape[1]:
+        R, info = dpotrf(XtX, lower=0)
+        if info == 0 and np.all(np.abs(np.diag(R)) > 1e3 * tolerance):
+            return X, names, []
+        if np.all(np.abs(np.diagonal(np.linalg.qr(X, mode="r"))) > tolerance):
+            return X, names, []
     keep: list[int] = []
     for j in range(X.shape[1]):
         column = X[:, j]

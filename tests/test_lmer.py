@@ -112,6 +112,19 @@ def test_rank_deficient_fixed_effects_drop_aliased_columns():
     assert list(fit.fixef.index) == ["(Intercept)", "x"]
 
 
+@pytest.mark.parametrize("size, dropped", [(1e-3, False), (1e-6, False), (1e-9, True), (0.0, True)])
+def test_a_nearly_aliased_column_is_kept_or_dropped_by_its_residual(size, dropped):
+    # x3 = x1 + size * noise: its residual on the columns before it has length about
+    # size * |noise|, against the tolerance 1e-7 * (the longest column's length, here 100)
+    from lmmnotes.design import _drop_aliased
+
+    rng = np.random.default_rng(2)
+    x1 = 10 * rng.standard_normal(100)
+    X = np.column_stack([np.ones(100), x1, x1 + size * 10 * rng.standard_normal(100)])
+    _, names, gone = _drop_aliased(X, ["a", "b", "c"])
+    assert gone == (["c"] if dropped else []) and names == (["a", "b"] if dropped else ["a", "b", "c"])
+
+
 # ---- accessors, prediction, simulation -----------------------------------------------------
 @pytest.fixture(scope="module")
 def psid_fit():

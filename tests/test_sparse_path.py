@@ -97,3 +97,20 @@ def test_fits_on_both_paths_agree():
     np.testing.assert_allclose(sparse.theta, dense.theta, rtol=1e-5)
     for group, frame in dense.ranef(condvar=True).items():
         np.testing.assert_allclose(sparse.ranef(condvar=True)[group], frame, rtol=1e-5, atol=1e-8)
+
+
+def test_the_stored_response_is_the_least_squares_residual_even_for_a_singular_cross_product():
+    from lmmnotes.criterion import _least_squares
+
+    rng = np.random.default_rng(8)
+    X = np.column_stack([np.ones(50), rng.standard_normal((50, 2))])
+    y = X @ [60.0, 2.0, -1.0] + rng.standard_normal(50)
+    gamma = _least_squares(X, X.T @ X, y)
+    np.testing.assert_allclose(gamma, np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-12)
+    np.testing.assert_allclose(X.T @ (y - X @ gamma), 0.0, atol=1e-9)  # the residual is orthogonal to X
+    # two equal columns: numpy's least squares takes over, whose minimum-norm solution splits
+    # the coefficient equally between them (the normal equations' Cholesky factor would not)
+    X2 = np.column_stack([X, X[:, 1]])
+    gamma2 = _least_squares(X2, X2.T @ X2, y)
+    np.testing.assert_allclose(X2 @ gamma2, X @ gamma, rtol=1e-10)
+    assert gamma2[1] == pytest.approx(gamma2[3], rel=1e-10)
