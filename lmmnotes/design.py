@@ -231,13 +231,12 @@ def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
         if isinstance(column.dtype, pd.CategoricalDtype):
             labels = [str(c) for c in column.array.categories]
             codes = column.array.codes
-        else:  # hash the values, label and sort the distinct ones only, then map each observation
-            inverse, distinct = pd.factorize(column)
-            # two values with the same label (1 and "1" in an object column) are one level
-            label_code, distinct_labels = pd.factorize(np.array([str(v) for v in distinct], dtype=object))
-            labels = _level_order(distinct_labels)
+        else:  # a level per distinct label (pandas' astype(str), as predict matches new data);
+            # hashing finds them, and only the distinct labels are sorted
+            inverse, distinct = pd.factorize(column.astype(str))
+            labels = _level_order(distinct)
             rank = {label: i for i, label in enumerate(labels)}
-            codes = np.array([rank[label] for label in distinct_labels])[label_code][inverse]
+            codes = np.array([rank[label] for label in distinct])[inverse]
         per_factor.append((codes, labels))
     # one integer per combination, first factor slowest (mixed radix): its observed values in
     # increasing order are the observed combinations in lexicographic order

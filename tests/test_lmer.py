@@ -125,6 +125,23 @@ def test_a_nearly_aliased_column_is_kept_or_dropped_by_its_residual(size, droppe
     assert gone == (["c"] if dropped else []) and names == (["a", "b"] if dropped else ["a", "b", "c"])
 
 
+@pytest.mark.parametrize("values", [
+    np.array([0.1, 0.2, 0.1], dtype=np.float32),
+    pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-01"]),
+    np.array([1, 1.0, 2, 1], dtype=object),
+    np.array([True, 1, 0, False], dtype=object),
+    [3, 1, 10, 2, 3],
+])
+def test_a_factor_has_one_level_per_distinct_label(values):
+    # the labels are pandas' astype(str), which predict uses to match new data to the levels
+    from lmmnotes.design import factor_codes
+
+    column = pd.Series(values)
+    codes, levels = factor_codes(pd.DataFrame({"g": column}), ("g",))
+    labels = column.astype(str)
+    assert [levels[c] for c in codes] == list(labels) and len(levels) == labels.nunique()
+
+
 # ---- accessors, prediction, simulation -----------------------------------------------------
 @pytest.fixture(scope="module")
 def psid_fit():
@@ -176,9 +193,12 @@ def test_a_refit_keeps_what_the_design_cached_and_its_new_response(psid_fit):
     assert refit.design.theta_scale is psid_fit.design.theta_scale
     np.testing.assert_array_equal(refit.design.y, y)
     assert not np.array_equal(psid_fit.design.y, y)
-    # predictions for new data go through the carried-over spec and use the refit's estimates
-    new = book_data("psid").head(3).assign(cyear=lambda d: d["year"] - 78)
-    np.testing.assert_allclose(refit.predict(new, re_form="~0"), refit.design.fixed_spec.get_model_matrix(new).to_numpy() @ refit.fixef.to_numpy())
+    # predictions for new data through the carried-over spec equal those of a fresh fit to y
+    data = book_data("psid")
+    direct = lmer("log(income) ~ cyear * sex + age + educ + (cyear | person)", data.assign(income=np.exp(y)))
+    new = data.iloc[[0, 500, 1000]]
+    np.testing.assert_allclose(refit.predict(new, re_form="~0"), direct.predict(new, re_form="~0"), rtol=1e-6)
+    np.testing.assert_allclose(refit.predict(new), direct.predict(new), rtol=1e-6)
 
 
 def test_summary_shows_the_tables(psid_fit):

@@ -99,18 +99,19 @@ def test_fits_on_both_paths_agree():
         np.testing.assert_allclose(sparse.ranef(condvar=True)[group], frame, rtol=1e-5, atol=1e-8)
 
 
-def test_the_stored_response_is_the_least_squares_residual_even_for_a_singular_cross_product():
+def test_the_stored_response_is_the_least_squares_residual():
+    # a response with a mean of 60 is stored as its residual on X: orthogonal to X, with the
+    # residual sum of squares of an SVD-based least-squares fit
     from lmmnotes.criterion import _least_squares
 
-    rng = np.random.default_rng(8)
-    X = np.column_stack([np.ones(50), rng.standard_normal((50, 2))])
-    y = X @ [60.0, 2.0, -1.0] + rng.standard_normal(50)
-    gamma = _least_squares(X, X.T @ X, y)
-    np.testing.assert_allclose(gamma, np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-12)
-    np.testing.assert_allclose(X.T @ (y - X @ gamma), 0.0, atol=1e-9)  # the residual is orthogonal to X
-    # two equal columns: numpy's least squares takes over, whose minimum-norm solution splits
-    # the coefficient equally between them (the normal equations' Cholesky factor would not)
+    pulp = book_data("pulp").assign(x=np.arange(20.0))
+    design = build_design(parse_formula("bright ~ x + (1 | operator)"), pulp)
+    cp = CrossProducts.from_design(design)
+    X, y = design.X, design.y
+    gamma, rss = np.linalg.lstsq(X, y, rcond=None)[:2]
+    np.testing.assert_allclose(cp.gamma, gamma, rtol=1e-12)
+    np.testing.assert_allclose(cp.Xty, 0.0, atol=1e-10 * np.abs(X.T @ y).max())
+    assert cp.yty == pytest.approx(rss[0], rel=1e-10)
+    # two equal columns (which the design drops, but the helper must survive): the fit X gamma is right
     X2 = np.column_stack([X, X[:, 1]])
-    gamma2 = _least_squares(X2, X2.T @ X2, y)
-    np.testing.assert_allclose(X2 @ gamma2, X @ gamma, rtol=1e-10)
-    assert gamma2[1] == pytest.approx(gamma2[3], rel=1e-10)
+    np.testing.assert_allclose(X2 @ _least_squares(X2, X2.T @ X2, y), X @ gamma, rtol=1e-10)
