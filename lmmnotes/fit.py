@@ -28,13 +28,13 @@ GRADIENT_TOLERANCE = 2e-3  # lme4's check.conv.grad default
 @dataclass(frozen=True)
 class OptimizerResult:
     theta: np.ndarray
-    criterion: float
+    criterion: float  # d(theta) or d_R(theta) at theta
     converged: bool
     message: str
-    n_evaluations: int
+    n_evaluations: int  # of the criterion (with or without its gradient), restarts and probes included
 
 
-def _minimize_scalar(f, start: float, lower: float) -> tuple[float, float, bool, str, int]:
+def _minimize_scalar(f, start: float, lower: float) -> tuple[float, float, bool, str]:
     """One theta: bracket the minimum by doubling from ``start``, then bounded Brent."""
     hi, f_hi, n = max(2.0 * start, 1.0), None, 0
     f_prev = f(np.array([start]))
@@ -50,7 +50,7 @@ def _minimize_scalar(f, start: float, lower: float) -> tuple[float, float, bool,
     at_bound = f(np.array([lower]))  # Brent never evaluates the bound itself: a boundary fit ends exactly there
     if at_bound <= fun:
         x, fun = lower, float(at_bound)
-    return x, fun, bool(result.success), str(result.message), n + int(result.nfev) + 1
+    return x, fun, bool(result.success), str(result.message)
 
 
 class _Stalled(Exception):
@@ -131,6 +131,12 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
         result = minimize(fun, start / scale, jac=True, method="L-BFGS-B", bounds=_bounds(design),
                           options={"ftol": FTOL, "gtol": 1e-8, "maxiter": 2000})
         success, message = result.success, result.message
+        if success and result.fun > best["fun"]:
+            # L-BFGS-B can report convergence at a trial point worse than its best one: a step
+            # onto the bound of scalar thetas lands where the gradient vanishes (their squares
+            # enter the criterion), the projected gradient there is 0, and it stops. The best
+            # point is then no optimum: report that, and _optimize_theta starts again from it.
+            success, message = False, f"{message}, at a point worse than the best one evaluated"
     except _Stalled:
         success, message = True, "CONVERGENCE: the line search stalled within rounding distance of the best point"
     return OptimizeResult(x=canonical_theta(best["scaled"] * scale, design), fun=best["fun"], success=success,
@@ -214,13 +220,23 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
     lower, scale = design.theta_lower, design.theta_scale
     start = design.default_start if start is None else canonical_theta(np.asarray(start, dtype=float), design)
 
+    evaluations = 0  # of the criterion, with or without its gradient, in every step below
+
     def criterion(theta: np.ndarray) -> float:
+        nonlocal evaluations
+        evaluations += 1
         return profiled_criterion(theta, design, cp, reml)
 
+    def lbfgsb(start: np.ndarray) -> OptimizeResult:
+        nonlocal evaluations
+        run = _lbfgsb(design, cp, reml, start)
+        evaluations += run.nfev
+        return run
+
     if len(start) == 1:
-        x, fun, ok, message, nfev = _minimize_scalar(criterion, float(start[0]), float(lower[0]))
-        return OptimizerResult(np.array([x]), fun, ok, message, nfev)
-    result = _lbfgsb(design, cp, reml, start)
+        x, fun, ok, message = _minimize_scalar(criterion, float(start[0]), float(lower[0]))
+        return OptimizerResult(np.array([x]), fun, ok, message, evaluations)
+    result = lbfgsb(start)
     scalar = _scalar_entries(design)
     for _ in range(3):
         # A scalar term's theta, and the last diagonal entry of a template, enter the criterion
@@ -239,14 +255,14 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
                     best_x, best_f = x, value
         if best_x is result.x:
             break
-        again = _lbfgsb(design, cp, reml, best_x)
+        again = lbfgsb(best_x)
         if again.fun >= result.fun:
             break
         result = again
     for _ in range(2):  # a stalled line search usually recovers from a fresh start (new Hessian estimate)
         if result.success:
             break
-        again = _lbfgsb(design, cp, reml, result.x)
+        again = lbfgsb(result.x)
         if again.fun <= result.fun:
             result = again
     converged, message = bool(result.success), str(result.message)
@@ -256,10 +272,11 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
         # Cholesky factor of the Hessian, R^{-T} g with R'R = H (a Newton step's length in
         # the metric of H), is below 2e-3.
         scaled = _scaled_gradient(result.x, design, cp, reml)
+        evaluations += 1 + 2 * len(result.x)
         if scaled < GRADIENT_TOLERANCE:
             converged, message = True, f"{message} (scaled gradient {scaled:.1e} < {GRADIENT_TOLERANCE})"
     theta, value = _snap_to_boundary(result.x, float(result.fun), criterion, design)
-    return OptimizerResult(theta, value, converged, message, int(result.nfev))
+    return OptimizerResult(theta, value, converged, message, evaluations)
 
 
 def lmer(formula: str, data: pd.DataFrame, reml: bool = True, *, start: np.ndarray | None = None) -> LmerFit:

@@ -113,3 +113,21 @@ def test_probe_leaves_the_boundary_in_the_units_of_the_column(size):
     for start in ([reference.theta[0], 0.0], [0.0, 0.0]):
         opt = optimize_theta(design, cp, False, start=np.array(start))
         assert opt.criterion == pytest.approx(reference.criterion, abs=1e-7)
+
+
+def test_a_stop_at_a_worse_trial_point_is_not_taken_for_convergence():
+    """With the optimizer's units halved, L-BFGS-B's line search on this model tries theta = 0,
+    where the gradient of both scalar thetas vanishes, and reports convergence there although
+    its best point (theta = 0.65, 0.65 in those units) has gradient (286, 380). The fit must go
+    on from the best point to the optimum that the default units reach."""
+    hsb = datasets.load("hsb")
+    formula = "mathach ~ ses * sector + (ses || school)"
+    design, cp = _design(formula, hsb)
+    reference = optimize_theta(design, cp, True)
+    halved, cp_halved = _design(formula, hsb)
+    halved.__dict__["theta_scale"] = 0.5 * design.theta_scale  # the cached property, overridden
+    fit = optimize_theta(halved, cp_halved, True, start=design.default_start)
+    assert fit.converged and reference.converged
+    assert fit.criterion == pytest.approx(reference.criterion, abs=1e-6)
+    np.testing.assert_allclose(fit.theta, reference.theta, atol=1e-4)
+    assert fit.n_evaluations > 3  # the false stop came after 3 evaluations
