@@ -143,7 +143,7 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
                           nfev=best["nfev"], message=message)
 
 
-BOUNDARY_DISTANCE = 1e-4  # a diagonal entry this close to 0 (in its unit, theta_scale) is tried at 0
+BOUNDARY_DISTANCE = 1e-4  # a diagonal entry this close to 0 (in its unit, theta_scale) counts as on the boundary
 
 
 def _snap_to_boundary(theta: np.ndarray, value: float, criterion, design: Design) -> tuple[np.ndarray, float]:
@@ -244,7 +244,7 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
         # can stop there, and a search started there (a refit from a singular fit's theta)
         # never leaves. Probe inside along each scalar theta that ends near 0 and each template
         # entry that ends exactly at 0 (in the units theta_scale), and restart when the criterion drops.
-        on_boundary = np.flatnonzero((lower == 0) & np.where(scalar, result.x < 1e-4 * scale, result.x == 0))
+        on_boundary = np.flatnonzero((lower == 0) & np.where(scalar, result.x < BOUNDARY_DISTANCE * scale, result.x == 0))
         best_x, best_f = result.x, result.fun
         for j in on_boundary:
             for delta in (1e-3, 1e-2, 1e-1, 1.0):
