@@ -85,6 +85,7 @@ between the first term and the others is ever formed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -211,6 +212,23 @@ class CrossProducts:
     @property
     def q2(self) -> int:
         return self.Z2Z2.shape[0]
+
+    # The response rides along as one more column of X: one solve gives [R_ZX c_u], one Cholesky
+    # factor [R_X c_beta; 0 r] (``_factorize``). Computed once per response.
+    @cached_property
+    def Z1Xy(self) -> np.ndarray:
+        """[Z_1'X Z_1'y] level by level, (l_1, p_1, P + 1)."""
+        return np.concatenate([self.Z1X, self.Z1y[:, :, None]], axis=2)
+
+    @cached_property
+    def Z2Xy(self) -> np.ndarray:
+        """[Z_2'X Z_2'y], (q_2, P + 1)."""
+        return np.column_stack([self.Z2X, self.Z2y])
+
+    @cached_property
+    def XyXy(self) -> np.ndarray:
+        """[X y]'[X y], (P + 1, P + 1)."""
+        return np.block([[self.XtX, self.Xty[:, None]], [self.Xty[None, :], np.array([[self.yty]])]])
 
     @classmethod
     def from_design(cls, design: Design, y: np.ndarray | None = None, *, sparse: bool | None = None) -> "CrossProducts":
@@ -494,7 +512,12 @@ def _upper_solve(f: _Factor, cp: CrossProducts, B1: np.ndarray, B2: np.ndarray) 
 
 
 def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
-    """L_theta (two blocks, module docstring), R_ZX and R_X, and r^2(theta) = y'y - |c_u|^2 - |c_beta|^2."""
+    """L_theta (two blocks, module docstring), R_ZX and R_X, and r^2(theta) = y'y - |c_u|^2 - |c_beta|^2.
+
+    With y as one more column of X, one blocked solve gives [R_ZX c_u] = L_theta^{-1} Lambda'Z'[X y],
+    and the Cholesky factor of [X y]'[X y] - [R_ZX c_u]'[R_ZX c_u] is [R_X c_beta; 0 r] with
+    r^2 = r^2(theta): its last pivot is y'y - |c_u|^2 - |c_beta|^2.
+    """
     t = design.terms[0]
     T1 = t.template(theta[design.theta_slices[0]])
     L11 = _cholesky_blocks(T1.T @ cp.Z1Z1 @ T1 + np.eye(t.p))  # A_11, level by level
@@ -508,15 +531,18 @@ def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
         if info != 0:
             raise np.linalg.LinAlgError("Lambda' Z'Z Lambda + I is not positive definite")
     f0 = _Factor(T1, Lam2, L11, L11_inv, TLt, S22, L22, None, None, None, None, 0.0, 0.0, 0.0)
-    cu1, cu2 = _lower_solve(f0, cp, (cp.Z1y @ T1)[:, :, None], (Lam2.T @ cp.Z2y)[:, None])
-    R1, R2 = _lower_solve(f0, cp, T1.T @ cp.Z1X, Lam2.T @ cp.Z2X)
-    cu = np.concatenate([cu1.ravel(), cu2.ravel()])
-    RZX = np.vstack([R1.reshape(t.n_levels * t.p, cp.p), R2])
-    R_X, info = dpotrf(cp.XtX - RZX.T @ RZX, lower=0, clean=1) if cp.p else (np.zeros((0, 0)), 0)
-    if info != 0:
+    R1, R2 = _lower_solve(f0, cp, T1.T @ cp.Z1Xy, Lam2.T @ cp.Z2Xy)
+    RZXy = np.vstack([R1.reshape(t.n_levels * t.p, cp.p + 1), R2])  # [R_ZX c_u]
+    R, info = dpotrf(cp.XyXy - RZXy.T @ RZXy, lower=0, clean=1)  # [R_X c_beta; 0 r]
+    if 0 < info <= cp.p:
         raise np.linalg.LinAlgError("X'X - R_ZX'R_ZX is not positive definite: X is rank deficient")
-    c_beta = _trsolve(R_X, cp.Xty - RZX.T @ cu, lower=0, trans=1)
-    r2 = max(cp.yty - cu @ cu - c_beta @ c_beta, np.finfo(float).tiny)
+    RZX, cu, R_X = RZXy[:, :-1], RZXy[:, -1], R[:-1, :-1]
+    if info:  # r^2(theta) <= 0 in floating point (y fitted exactly): R_X and c_beta the long way
+        R_X = dpotrf(cp.XtX - RZX.T @ RZX, lower=0, clean=1)[0] if cp.p else R_X
+        c_beta = _trsolve(R_X, cp.Xty - RZX.T @ cu, lower=0, trans=1)
+        r2 = np.finfo(float).tiny
+    else:
+        c_beta, r2 = R[:-1, -1], max(R[-1, -1] ** 2, np.finfo(float).tiny)
     logdet_L2 = 2.0 * (np.log(np.diagonal(L11, axis1=1, axis2=2)).sum() + np.log(np.diag(L22)).sum())
     logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
     return _Factor(T1, Lam2, L11, L11_inv, TLt, S22, L22, RZX, R_X, cu, c_beta, float(logdet_L2),

@@ -304,3 +304,21 @@ def test_predict_new_data_for_a_random_intercept():
     new = pd.DataFrame({"operator": ["a", "someone new"]})
     # operator a gets its BLUP (seed 001: 60.27806); an unseen operator the population mean 60.4
     np.testing.assert_allclose(fit.predict(new), [60.27806, 60.4], atol=1e-5)
+
+
+def test_a_response_fitted_exactly_has_the_smallest_r2_and_still_gives_estimates():
+    # y = 3 exactly: r^2(theta) = 0, so the last pivot of the augmented Cholesky factor is 0 and
+    # _factorize takes its fallback. Closed forms for 6 balanced groups of 5: log|L|^2 =
+    # 6 log(1 + 5 theta^2), R_X'R_X = 1' V^{-1} 1 = 30 / (1 + 5 theta^2), r^2 = the smallest float.
+    frame = pd.DataFrame({"g": np.repeat([f"g{k}" for k in range(6)], 5), "y": np.full(30, 3.0)})
+    design = build_design(parse_formula("y ~ 1 + (1 | g)"), frame)
+    cp = CrossProducts.from_design(design)
+    theta = np.array([0.7])
+    logdet_L2, logdet_RX2 = 6 * np.log(1 + 5 * theta[0] ** 2), np.log(30 / (1 + 5 * theta[0] ** 2))
+    tiny = np.finfo(float).tiny
+    expected = logdet_L2 + logdet_RX2 + 29 * (1 + np.log(2 * np.pi * tiny / 29))
+    assert profiled_criterion(theta, design, cp, True) == pytest.approx(expected, rel=1e-12)
+    sol = pls(theta, design, cp)
+    assert sol.r2 == tiny and sol.logdet_RX2 == pytest.approx(logdet_RX2, rel=1e-12)
+    np.testing.assert_allclose(sol.beta, [3.0], rtol=1e-14)
+    np.testing.assert_allclose(sol.u, 0.0, atol=1e-14)
