@@ -533,16 +533,18 @@ def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
     f0 = _Factor(T1, Lam2, L11, L11_inv, TLt, S22, L22, None, None, None, None, 0.0, 0.0, 0.0)
     R1, R2 = _lower_solve(f0, cp, T1.T @ cp.Z1Xy, Lam2.T @ cp.Z2Xy)
     RZXy = np.vstack([R1.reshape(t.n_levels * t.p, cp.p + 1), R2])  # [R_ZX c_u]
-    R, info = dpotrf(cp.XyXy - RZXy.T @ RZXy, lower=0, clean=1)  # [R_X c_beta; 0 r]
-    if 0 < info <= cp.p:
-        raise np.linalg.LinAlgError("X'X - R_ZX'R_ZX is not positive definite: X is rank deficient")
-    RZX, cu, R_X = RZXy[:, :-1], RZXy[:, -1], R[:-1, :-1]
-    if info:  # r^2(theta) <= 0 in floating point (y fitted exactly): R_X and c_beta the long way
-        R_X = dpotrf(cp.XtX - RZX.T @ RZX, lower=0, clean=1)[0] if cp.p else R_X
-        c_beta = _trsolve(R_X, cp.Xty - RZX.T @ cu, lower=0, trans=1)
-        r2 = np.finfo(float).tiny
+    RXy, info = dpotrf(cp.XyXy - RZXy.T @ RZXy, lower=0, clean=1)  # [R_X c_beta; 0 r]
+    RZX, cu = RZXy[:, :-1], RZXy[:, -1]
+    if info == cp.p + 1:
+        # Only the last pivot failed: r^2(theta) <= 0 in floating point (a response fitted
+        # exactly). LAPACK does not document what a failed factorization leaves behind, so R_X
+        # and c_beta are computed on their own.
+        R_X, info = dpotrf(cp.XtX - RZX.T @ RZX, lower=0, clean=1) if cp.p else (np.zeros((0, 0)), 0)
+        c_beta, r2 = _trsolve(R_X, cp.Xty - RZX.T @ cu, lower=0, trans=1), np.finfo(float).tiny
     else:
-        c_beta, r2 = R[:-1, -1], max(R[-1, -1] ** 2, np.finfo(float).tiny)
+        R_X, c_beta, r2 = RXy[:-1, :-1], RXy[:-1, -1], max(RXy[-1, -1] ** 2, np.finfo(float).tiny)
+    if info:
+        raise np.linalg.LinAlgError("X'X - R_ZX'R_ZX is not positive definite: X is rank deficient")
     logdet_L2 = 2.0 * (np.log(np.diagonal(L11, axis1=1, axis2=2)).sum() + np.log(np.diag(L22)).sum())
     logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
     return _Factor(T1, Lam2, L11, L11_inv, TLt, S22, L22, RZX, R_X, cu, c_beta, float(logdet_L2),

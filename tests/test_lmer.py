@@ -1,6 +1,7 @@
 """Behaviour of lmmnotes.lmer beyond the lme4 reference numbers: formulas, bad input,
 prediction, simulation, refitting, and the profiled criterion against brute force."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from lmmnotes import DataError, FormulaError, lmer
-from lmmnotes.criterion import CrossProducts, criterion_and_gradient, pls, profiled_criterion
+from lmmnotes.criterion import CrossProducts, _factorize, criterion_and_gradient, pls, profiled_criterion
 from lmmnotes.design import build_design
 from lmmnotes.formula import parse_formula
 from lmmnotes.results import _fixed
@@ -306,9 +307,10 @@ def test_predict_new_data_for_a_random_intercept():
     np.testing.assert_allclose(fit.predict(new), [60.27806, 60.4], atol=1e-5)
 
 
-def test_a_response_fitted_exactly_has_the_smallest_r2_and_still_gives_estimates():
-    # y = 3 exactly: r^2(theta) = 0, so the last pivot of the augmented Cholesky factor is 0 and
-    # _factorize takes its fallback. Closed forms for 6 balanced groups of 5: log|L|^2 =
+
+def test_a_constant_response_has_the_smallest_r2_and_still_gives_estimates():
+    # y = 3: the stored response y - X gamma is exactly 0, so r^2(theta) = 0 and the last pivot of
+    # the augmented factor fails. Closed forms for 6 balanced groups of 5: log|L|^2 =
     # 6 log(1 + 5 theta^2), R_X'R_X = 1' V^{-1} 1 = 30 / (1 + 5 theta^2), r^2 = the smallest float.
     frame = pd.DataFrame({"g": np.repeat([f"g{k}" for k in range(6)], 5), "y": np.full(30, 3.0)})
     design = build_design(parse_formula("y ~ 1 + (1 | g)"), frame)
@@ -322,3 +324,22 @@ def test_a_response_fitted_exactly_has_the_smallest_r2_and_still_gives_estimates
     assert sol.r2 == tiny and sol.logdet_RX2 == pytest.approx(logdet_RX2, rel=1e-12)
     np.testing.assert_allclose(sol.beta, [3.0], rtol=1e-14)
     np.testing.assert_allclose(sol.u, 0.0, atol=1e-14)
+
+
+@pytest.mark.parametrize("formula, sparse", [("y ~ x + (x | g) + (1 | h)", False), ("y ~ x + (1 | g) + (1 | h)", True),
+                                             ("y ~ 0 + (1 | g)", False)])
+def test_when_only_the_last_pivot_fails_the_factor_is_still_right(formula, sparse):
+    # Lowering y'y by more than r^2(theta) makes the last pivot of the augmented factor
+    # negative; R_X, c_beta, R_ZX and c_u do not depend on y'y, so they must not change.
+    rng = np.random.default_rng(5)
+    g, h = np.repeat(np.arange(8), 6), np.tile(np.arange(6), 8)
+    frame = pd.DataFrame({"g": g, "h": h, "x": rng.normal(size=48)})
+    frame["y"] = 1 + frame.x + rng.normal(size=8)[g] + rng.normal(size=6)[h] + rng.normal(size=48)
+    design = build_design(parse_formula(formula), frame)
+    cp = CrossProducts.from_design(design, sparse=sparse)
+    theta = design.default_start * 0.8
+    ok = _factorize(theta, design, cp)
+    failed = _factorize(theta, design, dataclasses.replace(cp, yty=cp.yty - ok.r2 - 1.0))
+    assert failed.r2 == np.finfo(float).tiny
+    for name in ("R_X", "c_beta", "RZX", "cu"):
+        np.testing.assert_allclose(getattr(failed, name), getattr(ok, name), rtol=1e-12, atol=1e-14)
