@@ -307,7 +307,6 @@ def test_predict_new_data_for_a_random_intercept():
     np.testing.assert_allclose(fit.predict(new), [60.27806, 60.4], atol=1e-5)
 
 
-
 def test_a_constant_response_has_the_smallest_r2_and_still_gives_estimates():
     # y = 3: the stored response y - X gamma is exactly 0, so r^2(theta) = 0 and the last pivot of
     # the augmented factor fails. Closed forms for 6 balanced groups of 5: log|L|^2 =
