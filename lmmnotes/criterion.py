@@ -311,9 +311,7 @@ def _least_squares(X: np.ndarray, XtX: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _Zt_times(design: Design, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Z'v split as the first term's (l_1, p_1) blocks and the other terms' (q_2,) vector."""
-    first = (design.terms[0].Z.T @ v).reshape(design.terms[0].n_levels, design.terms[0].p)
-    rest = [t.Z.T @ v for t in design.terms[1:]]
-    return first, np.concatenate(rest) if rest else np.zeros(0)
+    return _split(np.concatenate([t.Z.T @ v for t in design.terms]), design)
 
 
 @dataclass(frozen=True)
@@ -386,18 +384,13 @@ def _trsolve(R: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
 
 def _lambda_rest(theta: np.ndarray, design: Design, sparse: bool = False) -> np.ndarray | sp.csr_matrix:
     """Lambda_2, the block of Lambda_theta for the terms after the first (q_2, q_2), dense or sparse."""
-    rows, cols, which = _rest_index(design)
+    rows, cols, which = design.lambda_index_rest
     q2 = design.q - design.terms[0].n_levels * design.terms[0].p
     if sparse:
         return sp.csr_matrix((theta[which], (rows, cols)), shape=(q2, q2))
     Lam = np.zeros((q2, q2))
     Lam[rows, cols] = theta[which]
     return Lam
-
-
-def _rest_index(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """design.lambda_index restricted to the terms after the first, with rows/columns from 0."""
-    return design.lambda_index_rest
 
 
 def _sandwich(Lam: np.ndarray | sp.csr_matrix, M: np.ndarray) -> np.ndarray:
@@ -629,14 +622,14 @@ def _pattern_sums(M11: np.ndarray, m22: np.ndarray, design: Design) -> np.ndarra
     """tr(E_i' M) for every theta_i: the sum of M over the positions of Lambda that hold theta_i.
 
     Only the diagonal blocks of M are needed: M11 (l_1, p_1, p_1) for the first term and, for
-    the others, the values ``m22`` of M at the positions of Lambda_2 (``_rest_index``).
+    the others, the values ``m22`` of M at the positions of Lambda_2 (``design.lambda_index_rest``).
     """
     out = np.zeros(len(design.theta_lower))
     t = design.terms[0]
     rows, cols = t._lower
     out[design.theta_slices[0]] = M11.sum(axis=0)[rows, cols]
     if m22.size:
-        out += np.bincount(_rest_index(design)[2], weights=m22, minlength=len(out))
+        out += np.bincount(design.lambda_index_rest[2], weights=m22, minlength=len(out))
     return out
 
 
@@ -655,7 +648,7 @@ def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts,
     f = _factorize(theta, design, cp)
     T1, Lam2 = f.T1, f.Lam2
     beta, u1, u2 = _estimates(f, design, cp)
-    rows, cols, _ = _rest_index(design)
+    rows, cols, _ = design.lambda_index_rest
     G11, _, Q, TA, m22 = _inverse_parts(f, cp, rows, cols)
     # the diagonal blocks of M = Z'Z Lambda G: M11 level by level, M22 at the positions of Lambda_2
     M11 = cp.Z1Z1 @ T1 @ G11 - Q @ TA

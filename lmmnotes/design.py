@@ -123,7 +123,8 @@ class Design:
     x_names: tuple[str, ...]
     terms: tuple[TermDesign, ...]
     row_index: pd.Index  # the rows of the user's data that were used
-    model_frame: pd.DataFrame = field(repr=False)  # those rows, the columns the model uses (lme4's model.frame)
+    # those rows and the columns the model uses (lme4's model.frame); with_response keeps the original response here
+    model_frame: pd.DataFrame = field(repr=False)
     dropped_columns: tuple[str, ...] = ()
 
     @cached_property
@@ -190,7 +191,7 @@ class Design:
         rows, cols, which = [], [], []
         offset = 0
         for t, s in zip(self.terms, self.theta_slices):
-            r, c = np.triu_indices(t.p)[::-1]  # lower triangle, column by column, as theta
+            r, c = t._lower  # lower triangle, column by column, as theta
             base = offset + np.arange(t.n_levels)[:, None] * t.p
             rows.append((base + r).ravel())
             cols.append((base + c).ravel())

@@ -146,10 +146,15 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
 BOUNDARY_DISTANCE = 1e-4  # a diagonal entry this close to 0 (in its unit, theta_scale) counts as on the boundary
 
 
+def _near_boundary(theta: np.ndarray, design: Design) -> np.ndarray:
+    """Which entries of theta are diagonal entries within ``BOUNDARY_DISTANCE`` of 0, in their units."""
+    return (design.theta_lower == 0) & (np.abs(theta) < BOUNDARY_DISTANCE * design.theta_scale)
+
+
 def _snap_to_boundary(theta: np.ndarray, value: float, criterion, design: Design) -> tuple[np.ndarray, float]:
     """Set the diagonal entries within ``BOUNDARY_DISTANCE`` of 0 to exactly 0 unless the criterion
     increases beyond rounding: a singular fit reported as lme4 reports it, on the boundary."""
-    near = (design.theta_lower == 0) & (np.abs(theta) < BOUNDARY_DISTANCE * design.theta_scale) & (theta != 0)
+    near = _near_boundary(theta, design) & (theta != 0)
     if not near.any():
         return theta, value
     snapped = np.where(near, 0.0, theta)
@@ -242,9 +247,10 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
         # A scalar term's theta, and the last diagonal entry of a template, enter the criterion
         # only through their squares, so the gradient in them vanishes at 0: a bounded search
         # can stop there, and a search started there (a refit from a singular fit's theta)
-        # never leaves. Probe inside along each scalar theta that ends near 0 and each template
-        # entry that ends exactly at 0 (in the units theta_scale), and restart when the criterion drops.
-        on_boundary = np.flatnonzero((lower == 0) & np.where(scalar, result.x < BOUNDARY_DISTANCE * scale, result.x == 0))
+        # never leaves. Probe inside (steps in the units theta_scale) along each scalar theta that
+        # ends near 0 and each diagonal entry of a template that ends exactly at 0, and restart
+        # when the criterion drops.
+        on_boundary = np.flatnonzero(np.where(scalar, _near_boundary(result.x, design), (lower == 0) & (result.x == 0)))
         best_x, best_f = result.x, result.fun
         for j in on_boundary:
             for delta in (1e-3, 1e-2, 1e-1, 1.0):

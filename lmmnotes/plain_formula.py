@@ -4,7 +4,7 @@ formulaic builds any model matrix, but each call costs 0.5-3 ms whatever the num
 more than all the criterion evaluations of a small fit. Most formulas in practice are *plain*:
 
 - terms are column names joined by ``:`` and ``*`` (``cyear * sex + age``), plus ``1`` or ``0``;
-- each column is numeric (int or float), or a factor (pandas categorical, or strings);
+- each column is numeric (integer or float64, not boolean), or a factor (pandas categorical, or strings);
 - if any factor occurs, the formula has an intercept and is hierarchical: with every term, each
   term obtained by dropping one of its names is in the formula too (``a:b`` needs ``a`` and ``b``);
 - the response is a numeric column or ``f(column)`` for a function of ``FORMULA_FUNCTIONS``.
@@ -96,10 +96,10 @@ def _factor_levels(column: pd.Series) -> tuple[list[str], np.ndarray] | None:
 def plain_columns(formula: PlainFormula | None, frame: pd.DataFrame, factors: bool = True
                   ) -> tuple[np.ndarray, list[str]] | None:
     """The model matrix of ``formula`` for ``frame`` and its column names, as formulaic builds
-    them; None if ``formula`` is None, a column is missing, named Intercept, or neither float64,
-    integer nor a factor, or
-    a factor occurs in a formula without an intercept or that is not hierarchical (or at all,
-    if not ``factors``: a factor's levels would then come from ``frame`` alone)."""
+    them. None if ``formula`` is None; if a column is missing, named Intercept, or neither
+    float64, integer nor a factor; or if a factor occurs in a formula without an intercept or
+    that is not hierarchical (or at all, if not ``factors``: a factor's levels would then come
+    from ``frame`` alone)."""
     if formula is None or any(name == "Intercept" or name not in frame.columns for name in formula.variables):
         return None
     columns: dict[str, list[tuple[str, np.ndarray]]] = {}
