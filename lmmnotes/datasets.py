@@ -60,6 +60,21 @@ def _level_order(labels) -> list[str]:
     return sorted(labels.tolist())
 
 
+def factor_levels(values: pd.Series, order=_level_order) -> tuple[list[str], np.ndarray]:
+    """``values`` read as a factor: its level labels and each value's level index (0, 1, ...).
+
+    A categorical keeps its categories, in their order. Anything else has a level per distinct
+    label ``values.astype(str)`` (as predict matches new data), put in ``order`` (default R's,
+    ``_level_order``); hashing finds the distinct labels, and only those are sorted.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return [str(c) for c in values.array.categories], np.asarray(values.array.codes, dtype=np.intp)
+    inverse, distinct = pd.factorize(values.astype(str))
+    labels = order(distinct)
+    rank = {label: i for i, label in enumerate(labels)}
+    return labels, np.array([rank[label] for label in distinct], dtype=np.intp)[inverse]
+
+
 def as_factor(values: pd.Series) -> pd.Series:
     """``values`` as a categorical of string labels, levels in R's order (see module doc)."""
     labels = values.astype(str)

@@ -28,7 +28,7 @@ from scipy.linalg.lapack import dpotrf
 from formulaic import Formula, model_matrix
 
 from .checks import DataError, require_columns, require_frame
-from .datasets import _level_order
+from .datasets import factor_levels
 from .formula import ParsedFormula, RandomTerm
 from .plain_formula import (FORMULA_FUNCTIONS, PlainFormula, parse_plain, parse_plain_response, plain_columns,
                             plain_response)
@@ -226,39 +226,19 @@ def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     categorical, else R's order (see ``datasets``). Combined levels are ordered with the first
     factor varying slowest, and labelled ``"a1:b1"``.
     """
-    per_factor = []
-    for name in factors:
-        column = data[name]
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            labels = [str(c) for c in column.array.categories]
-            codes = column.array.codes
-        else:  # a level per distinct label (pandas' astype(str), as predict matches new data);
-            # hashing finds them, and only the distinct labels are sorted
-            inverse, distinct = pd.factorize(column.astype(str))
-            labels = _level_order(distinct)
-            rank = {label: i for i, label in enumerate(labels)}
-            codes = np.array([rank[label] for label in distinct])[inverse]
-        per_factor.append((codes, labels))
+    per_factor = [factor_levels(data[name]) for name in factors]
     # one integer per combination, first factor slowest (mixed radix): its observed values in
     # increasing order are the observed combinations in lexicographic order
-    sizes = [len(labels) for _, labels in per_factor]
+    sizes = [len(labels) for labels, _ in per_factor]
     key = np.zeros(len(data), dtype=np.int64)
-    for codes, size in zip((c for c, _ in per_factor), sizes):
+    for (_, codes), size in zip(per_factor, sizes):
         key = key * size + codes
     present = np.bincount(key, minlength=int(np.prod(sizes, dtype=np.int64))) > 0
     observed = np.flatnonzero(present)
     codes = (np.cumsum(present) - 1)[key]
-    if len(per_factor) == 1:
-        labels = per_factor[0][1]
-        return codes.astype(np.intp), tuple(labels[k] for k in observed)
-    levels = []
-    for value in observed:
-        parts = []
-        for size, (_, labels) in zip(reversed(sizes), reversed(per_factor)):
-            value, k = divmod(int(value), size)
-            parts.append(labels[k])
-        levels.append(":".join(reversed(parts)))
-    return codes.astype(np.intp), tuple(levels)
+    digits = np.unravel_index(observed, sizes)  # each observed combination's level of each factor
+    parts = [np.asarray(labels, dtype=object)[d] for (labels, _), d in zip(per_factor, digits)]
+    return codes.astype(np.intp), tuple(map(":".join, zip(*parts)))
 
 
 def _fixed_formula(parsed: ParsedFormula) -> Formula:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_float_dtype, is_numeric_dtype, is_object_dtype
 
+from .datasets import factor_levels
 from .formula import _split_top_level
 
 # Functions a formula may call, as in R: log(income), sqrt(x), exp(x).
@@ -80,7 +81,7 @@ def parse_plain(rhs: str) -> PlainFormula | None:
 def _factor_levels(column: pd.Series) -> tuple[list[str], np.ndarray] | None:
     """Level labels and integer codes of a factor column (None if it is not a plain factor)."""
     if isinstance(column.dtype, pd.CategoricalDtype):
-        return [str(c) for c in column.cat.categories], column.cat.codes.to_numpy()
+        return factor_levels(column)
     dtype = column.dtype
     # strings: object columns, and pandas' default str dtype; formulaic cannot encode the "string"
     # dtype whose missing value is pd.NA, so that one goes to formulaic, which then explains
@@ -88,8 +89,7 @@ def _factor_levels(column: pd.Series) -> tuple[list[str], np.ndarray] | None:
         values = column.to_numpy(dtype=object)
         if not all(isinstance(v, str) for v in values):
             return None
-        levels, codes = np.unique(values.astype(str), return_inverse=True)
-        return [str(level) for level in levels], codes
+        return factor_levels(column, order=sorted)  # formulaic's order: sorted strings
     return None
 
 
