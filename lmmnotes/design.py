@@ -290,13 +290,14 @@ def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str
 
 
 def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame, response: tuple | None,
-                    fixed: PlainFormula | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """y, X and X's column names: directly for a plain formula (``plain_formula``: ``response``
-    and ``fixed`` are its parsed parts, None if not plain), else by formulaic."""
+                    fixed: PlainFormula | None) -> tuple[np.ndarray, np.ndarray, list[str], object]:
+    """y, X, X's column names and formulaic's ModelSpec of X: directly for a plain formula
+    (``plain_formula``: ``response`` and ``fixed`` are its parsed parts, None if not plain;
+    the ModelSpec is then None, built only if predict needs it), else by formulaic."""
     y = plain_response(*response, frame) if response else None
     plain = plain_columns(fixed, frame) if y is not None else None
     if plain is not None:
-        return y, plain[0], [_r_name(c) for c in plain[1]]
+        return y, plain[0], [_r_name(c) for c in plain[1]], None
     try:
         matrices = _matrix(_fixed_formula(parsed), frame)
     except Exception as error:  # formulaic's messages are good, but say where it came from
@@ -308,7 +309,7 @@ def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame, response: tuple 
             f"{response.shape[1]} columns ({', '.join(response.columns)}); is it a factor?"
         )
     return (response.to_numpy(dtype=float).ravel(), matrices.rhs.to_numpy(dtype=float),
-            [_r_name(c) for c in matrices.rhs.columns])
+            [_r_name(c) for c in matrices.rhs.columns], matrices.rhs.model_spec)
 
 
 def _term_matrix(term: RandomTerm, expr: PlainFormula | None, frame: pd.DataFrame
@@ -365,7 +366,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
     if len(frame) == 0:
         raise DataError("no rows are left once rows with missing values are dropped")
 
-    y, X, x_names = _fixed_matrices(parsed, frame, response, fixed)
+    y, X, x_names, fixed_spec = _fixed_matrices(parsed, frame, response, fixed)
     if not np.all(np.isfinite(y)):
         raise DataError(
             f"the response {parsed.response!r} has {int((~np.isfinite(y)).sum())} non-finite values "
@@ -414,7 +415,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
             )
         if problems:
             raise DataError("; ".join(problems) + ". Remove the term or use a coarser grouping factor.")
-    return Design(
+    design = Design(
         formula=parsed,
         y=y,
         X=X,
@@ -424,3 +425,6 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
         model_frame=frame,
         dropped_columns=tuple(dropped),
     )
+    if fixed_spec is not None:  # formulaic has built it already: fill the cache of Design.fixed_spec
+        design.__dict__["fixed_spec"] = fixed_spec
+    return design

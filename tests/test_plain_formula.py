@@ -138,3 +138,15 @@ def test_parse_plain_expands_products_in_formulaic_order():
     assert terms == (("c",), ("a",), ("b",), ("a", "b"))
     assert parse_plain("a * b * c").terms == tuple(
         t for k in (1, 2, 3) for t in itertools.combinations(("a", "b", "c"), k))
+
+
+@pytest.mark.parametrize("formula, by_formulaic", [("mathach ~ I(ses**2) + sector + (1 | school)", True),
+                                                   ("mathach ~ ses + sector + (1 | school)", False)])
+def test_formulaic_builds_the_fixed_part_once(formula, by_formulaic):
+    """A formula formulaic builds keeps formulaic's ModelSpec in the design (predict needs no second
+    build); a plain one builds it on demand. Either way it rebuilds X for the data."""
+    data = datasets.load("hsb")
+    design = build_design(parse_formula(formula), data)
+    assert ("fixed_spec" in design.__dict__) == by_formulaic
+    rebuilt = design.fixed_spec.get_model_matrix(data)
+    np.testing.assert_array_equal(rebuilt.to_numpy(dtype=float), design.X)
