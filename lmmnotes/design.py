@@ -24,6 +24,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from pandas.api.types import is_float_dtype
 from scipy.linalg.lapack import dpotrf
 from formulaic import Formula, model_matrix
 
@@ -55,7 +56,11 @@ class TermDesign:
         if self.spec is None:
             expr = parse_plain(self.term.expr)
             require_columns(data, expr.variables)
-            plain = plain_columns(expr, data, factors=False)
+            # the fit used float64 columns; new float32 ones are widened, not sent away as plain_columns
+            # does at fit time (it leaves float32 arithmetic to formulaic)
+            frame = data[list(expr.variables)]
+            frame = frame.astype({c: float for c in frame.columns if is_float_dtype(frame[c].dtype)})
+            plain = plain_columns(expr, frame, factors=False)
             if plain is None:
                 raise DataError(f"the columns of ({self.term.expr} | {self.group}) in the new data must be numeric, "
                                 "as in the data the model was fitted to")

@@ -269,13 +269,13 @@ def test_refit_responses_is_the_bootstrap_loop():
 
 
 def test_refit_responses_from_a_given_start_is_a_fresh_fit():
-    """With start = lme4's default start each refit is the fit lmer makes from scratch."""
+    """With start = lmer's own start (design.default_start) each refit is the fit lmer makes from scratch."""
     hsb = book_data("hsb")
     school_rows = hsb[hsb["school"].isin(hsb["school"].cat.categories[:20])].copy()
     fit = lmer("mathach ~ ses + (ses | school)", school_rows)
     Y = fit.simulate(4, seed=3)
     for n_jobs in (1, 2):
-        result = refit_responses(fit, Y, _fixef_and_theta, start=fit.design.theta_start, n_jobs=n_jobs)
+        result = refit_responses(fit, Y, _fixef_and_theta, start=fit.design.default_start, n_jobs=n_jobs)
         for k, column in enumerate(Y.columns):
             fresh = lmer("mathach ~ ses + (ses | school)", school_rows.assign(mathach=Y[column]))
             np.testing.assert_allclose(result.replicates.iloc[k].to_numpy(), _fixef_and_theta(fresh).to_numpy(),

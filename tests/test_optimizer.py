@@ -13,6 +13,8 @@ from lmmnotes.design import build_design
 from lmmnotes.fit import canonical_theta, optimize_theta
 from lmmnotes.formula import parse_formula
 
+from .conftest import book_data
+
 
 def _design(formula, data):
     design = build_design(parse_formula(formula), data)
@@ -21,9 +23,7 @@ def _design(formula, data):
 
 @pytest.fixture(scope="module")
 def psid():
-    data = datasets.load("psid")
-    data["cyear"] = data["year"] - 78
-    return data
+    return book_data("psid")
 
 
 def test_theta_scale_is_a_power_of_two_near_one_over_the_column_rms(psid):

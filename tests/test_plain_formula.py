@@ -16,6 +16,8 @@ from lmmnotes.design import build_design
 from lmmnotes.formula import parse_formula
 from lmmnotes.plain_formula import parse_plain, parse_plain_response, plain_columns
 
+from .conftest import book_data
+
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
@@ -90,9 +92,7 @@ def test_responses():
     ("eggs", "Fat ~ 1 + (1 | Lab) + (1 | Lab:Technician)"),
 ])
 def test_book_designs_equal_formulaic(name, formula):
-    data = datasets.load(name)
-    if name == "psid":
-        data["cyear"] = data["year"] - 78
+    data = book_data(name)
     design = build_design(parse_formula(formula), data)
     parsed = design.formula
     expected = model_matrix(f"{parsed.response} ~ {parsed.fixed}", data, context={"log": np.log})
@@ -150,3 +150,12 @@ def test_formulaic_builds_the_fixed_part_once(formula, by_formulaic):
     assert ("fixed_spec" in design.__dict__) == by_formulaic
     rebuilt = design.fixed_spec.get_model_matrix(data)
     np.testing.assert_array_equal(rebuilt.to_numpy(dtype=float), design.X)
+
+
+def test_a_random_slope_predicts_new_data_given_in_float32():
+    """The fit's (ses | school) was built directly from float64; float32 columns in new data are widened."""
+    data = datasets.load("hsb")
+    fit = lmmnotes.lmer("mathach ~ ses + (ses | school)", data, reml=False)
+    new = data.head(5).assign(ses=data["ses"].head(5).astype(np.float32))
+    widened = new.assign(ses=new["ses"].astype(float))
+    np.testing.assert_array_equal(fit.predict(new).to_numpy(), fit.predict(widened).to_numpy())
