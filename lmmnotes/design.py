@@ -340,6 +340,25 @@ def _used_columns(parsed: ParsedFormula, response: tuple | None, parts: list[Pla
     return used - set(FORMULA_FUNCTIONS)
 
 
+def complete_rows(data: pd.DataFrame, used: set[str], stacklevel: int) -> pd.DataFrame:
+    """The columns ``used`` (in the data's order) of the rows of ``data`` with no missing value in
+    them, as a copy: lme4's model frame with R's na.omit. Dropped rows are counted in a warning
+    issued ``stacklevel`` levels above the caller; no rows left is an error."""
+    positions = [i for i, c in enumerate(data.columns) if c in used]
+    frame = data.take(positions, axis=1)  # a copy (as data[columns], at a quarter of the cost)
+    complete = frame.notna().to_numpy().all(axis=1)
+    if not complete.all():
+        warnings.warn(
+            f"{int((~complete).sum())} of {len(data)} rows have missing values in the columns the "
+            "model uses and were dropped (as R's na.omit does)",
+            stacklevel=stacklevel + 1,
+        )
+        frame = frame.loc[complete]
+    if len(frame) == 0:
+        raise DataError("no rows are left once rows with missing values are dropped")
+    return frame
+
+
 def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
     """Check the data and build y, X, and the random-effects terms for ``parsed``.
 
@@ -357,19 +376,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
     exprs = [parse_plain(t.expr) for t in parsed.random]
     used = _used_columns(parsed, response, [fixed] + exprs)
     require_columns(data, sorted(used))
-    positions = [i for i, c in enumerate(data.columns) if c in used]
-
-    frame = data.take(positions, axis=1)  # a copy (as data[columns], at a quarter of the cost)
-    complete = frame.notna().to_numpy().all(axis=1)
-    if not complete.all():
-        warnings.warn(
-            f"{int((~complete).sum())} of {len(data)} rows have missing values in the columns the "
-            "model uses and were dropped (as R's na.omit does)",
-            stacklevel=3,
-        )
-        frame = frame.loc[complete]
-    if len(frame) == 0:
-        raise DataError("no rows are left once rows with missing values are dropped")
+    frame = complete_rows(data, used, stacklevel=3)
 
     y, X, x_names, fixed_spec = _fixed_matrices(parsed, frame, response, fixed)
     if not np.all(np.isfinite(y)):

@@ -32,7 +32,7 @@ from formulaic import Formula
 from scipy import stats
 
 from .checks import DataError, require_columns, require_frame
-from .design import FORMULA_FUNCTIONS, _matrix, _r_name, factor_codes
+from .design import FORMULA_FUNCTIONS, _matrix, _r_name, complete_rows, factor_codes
 from .formula import FormulaError, _quote_keywords, _r_powers, _split_top_level
 
 
@@ -150,14 +150,7 @@ def lmlist(formula: str, data: pd.DataFrame) -> LmList:
     fixed = Formula(f"{response} ~ {predictors}")
     used = set(fixed.required_variables) - set(FORMULA_FUNCTIONS)
     require_columns(data, sorted(used))
-    columns = [c for c in data.columns if c in used | {group}]
-    complete = data[columns].notna().all(axis=1).to_numpy()
-    if not complete.all():
-        warnings.warn(f"{int((~complete).sum())} of {len(data)} rows have missing values in the columns the "
-                      "model uses and were dropped (as R's na.omit does)", stacklevel=2)
-    frame = data.loc[complete, columns]
-    if len(frame) == 0:
-        raise DataError("no rows are left once rows with missing values are dropped")
+    frame = complete_rows(data, used | {group}, stacklevel=2)
     try:
         matrices = _matrix(fixed, frame)
     except Exception as error:
