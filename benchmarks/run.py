@@ -31,7 +31,7 @@ import statsmodels.formula.api as smf
 
 import lmmnotes
 from lmmnotes import LmerFit, datasets
-from lmmnotes.criterion import CrossProducts
+from lmmnotes.criterion import CrossProducts, criterion_and_gradient, profiled_criterion
 from lmmnotes.design import build_design
 from lmmnotes.fit import optimize_theta, single_blas_thread
 from lmmnotes.formula import parse_formula
@@ -159,8 +159,6 @@ def small_fit_stages() -> None:
     build the design, cross-products, optimizer, result), the number of criterion evaluations
     and the median cost of one at the optimum (the criterion alone for one parameter, which
     Brent's method minimizes; with its gradient for several, as L-BFGS-B needs)."""
-    from lmmnotes.criterion import criterion_and_gradient, profiled_criterion
-
     cases = [(name, formula, data(name), REML[name]) for name, (formula, _, _) in MODELS.items()]
     cases.append(("repeated", REPEATED_FORMULA, simulate_repeated_measures(), True))
     print(f"\nstages of a fit, median ms: {'design':>7s} {'cross':>6s} {'optimizer':>9s} {'result':>6s} "

@@ -231,10 +231,9 @@ class CrossProducts:
         return np.block([[self.XtX, self.Xty[:, None]], [self.Xty[None, :], np.array([[self.yty]])]])
 
     @classmethod
-    def from_design(cls, design: Design, y: np.ndarray | None = None, *, sparse: bool | None = None) -> "CrossProducts":
-        """The cross-products; ``sparse`` chooses the path (default: sparse when N = Z_2'Z_1 has
-        more than ``DENSE_LIMIT`` entries)."""
-        y = design.y if y is None else y
+    def from_design(cls, design: Design, *, sparse: bool | None = None) -> "CrossProducts":
+        """The cross-products of the design and its response; ``sparse`` chooses the path
+        (default: sparse when N = Z_2'Z_1 has more than ``DENSE_LIMIT`` entries)."""
         X = design.X
         t = design.terms[0]
         l1, p1 = t.n_levels, t.p
@@ -257,8 +256,8 @@ class CrossProducts:
         else:  # a single term: no second block
             N, Z2Z2, Z2X = np.zeros((0, l1 * p1)), np.zeros((0, 0)), np.zeros((0, X.shape[1]))
         empty = np.zeros(0)
-        base = cls(Z1Z1, Z1X, empty, N, Z2Z2, Z2X, empty, X.T @ X, empty, 0.0, len(y), X.shape[1], empty, schur)
-        return base.with_response(design, y)
+        base = cls(Z1Z1, Z1X, empty, N, Z2Z2, Z2X, empty, X.T @ X, empty, 0.0, design.nobs, X.shape[1], empty, schur)
+        return base.with_response(design, design.y)
 
     def with_response(self, design: Design, y: np.ndarray) -> "CrossProducts":
         """The same cross-products for a new response: only those with y change.

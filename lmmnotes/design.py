@@ -127,10 +127,15 @@ class Design:
     X: np.ndarray
     x_names: tuple[str, ...]
     terms: tuple[TermDesign, ...]
-    row_index: pd.Index  # the rows of the user's data that were used
-    # those rows and the columns the model uses (lme4's model.frame); with_response keeps the original response here
+    # the rows of the user's data that were used and the columns the model uses (lme4's
+    # model.frame); with_response keeps the original response here
     model_frame: pd.DataFrame = field(repr=False)
     dropped_columns: tuple[str, ...] = ()
+
+    @property
+    def row_index(self) -> pd.Index:
+        """The labels of the rows of the user's data that were used."""
+        return self.model_frame.index
 
     @cached_property
     def fixed_spec(self):
@@ -433,7 +438,6 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
         X=X,
         x_names=tuple(x_names),
         terms=tuple(terms),
-        row_index=frame.index,
         model_frame=frame,
         dropped_columns=tuple(dropped),
     )
