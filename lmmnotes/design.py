@@ -229,6 +229,22 @@ class Design:
         )
 
 
+def canonical_theta(theta: np.ndarray, design: Design) -> np.ndarray:
+    """The same model with every template's diagonal >= 0.
+
+    The criterion depends on T_t only through T_t T_t', which does not change when a column of
+    T_t changes sign: each column whose diagonal entry is negative is negated.
+    """
+    out = np.array(theta, dtype=float, ndmin=1)
+    if out.shape != design.theta_lower.shape:
+        raise ValueError(f"theta has shape {out.shape}, but this model has {design.theta_lower.size} "
+                         "covariance parameters: the lower triangles of its terms' templates, column by column")
+    for t, s in zip(design.terms, design.theta_slices):
+        T = t.template(out[s])
+        out[s] = (T * np.where(np.diag(T) < 0, -1.0, 1.0))[t._lower]
+    return out
+
+
 def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Codes and level labels of the interaction of ``factors`` (``a:b``), observed levels only.
 

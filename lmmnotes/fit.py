@@ -17,7 +17,7 @@ from scipy.optimize import OptimizeResult, minimize, minimize_scalar
 from threadpoolctl import ThreadpoolController
 
 from .criterion import CrossProducts, criterion_and_gradient, profiled_criterion
-from .design import Design, build_design
+from .design import Design, build_design, canonical_theta
 from .formula import parse_formula
 from .results import LmerFit
 
@@ -59,19 +59,6 @@ class _Stalled(Exception):
 
 FTOL = 1e-12  # L-BFGS-B stops when an iteration lowers the criterion by less than this, relative
 STALL_DISTANCE = 1e-8  # relative (max norm): closer than this, theta cannot improve the criterion
-
-
-def canonical_theta(theta: np.ndarray, design: Design) -> np.ndarray:
-    """The same model with every template's diagonal >= 0.
-
-    The criterion depends on T_t only through T_t T_t', which does not change when a column of
-    T_t changes sign: each column whose diagonal entry is negative is negated.
-    """
-    out = np.array(theta, dtype=float)
-    for t, s in zip(design.terms, design.theta_slices):
-        T = t.template(out[s])
-        out[s] = (T * np.where(np.diag(T) < 0, -1.0, 1.0))[t._lower]
-    return out
 
 
 def _bounds(design: Design) -> list[tuple[float | None, None]]:

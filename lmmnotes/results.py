@@ -19,7 +19,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from .criterion import CrossProducts, PlsSolution, deviance_from_pls, inverse_blocks, pls
-from .design import Design
+from .design import Design, canonical_theta
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular(tol = 1e-4)
 
@@ -41,8 +41,10 @@ class LmerFit:
     @classmethod
     def from_theta(cls, design: Design, cp: CrossProducts, reml: bool, theta: np.ndarray, *,
                    converged: bool = True, message: str = "") -> "LmerFit":
-        """The fit at a given theta (the optimizer's answer)."""
-        theta = np.where(design.theta_lower == 0, np.maximum(theta, 0.0), theta)
+        """The fit at a given theta (the optimizer's answer), stored in its canonical form: a
+        column of a template whose diagonal entry is negative is negated, which leaves the model
+        unchanged (``canonical_theta``)."""
+        theta = canonical_theta(theta, design)
         sol = pls(theta, design, cp)
         dof = cp.n - cp.p if reml else cp.n
         return cls(design, cp, sol, reml, theta, float(np.sqrt(sol.r2 / dof)),

@@ -9,8 +9,9 @@ import pytest
 import lmmnotes
 from lmmnotes import datasets
 from lmmnotes.criterion import CrossProducts, profiled_criterion
-from lmmnotes.design import build_design
-from lmmnotes.fit import canonical_theta, optimize_theta
+from lmmnotes.design import build_design, canonical_theta
+from lmmnotes.fit import optimize_theta
+from lmmnotes.results import LmerFit
 from lmmnotes.formula import parse_formula
 
 from .conftest import book_data
@@ -49,6 +50,20 @@ def test_changing_the_sign_of_a_template_column_changes_nothing(psid):
     np.testing.assert_array_equal(canonical_theta(both, design), theta)
     # an off-diagonal entry's sign alone is a different model: it stays
     np.testing.assert_array_equal(canonical_theta([0.7, -0.02, 0.06], design), [0.7, -0.02, 0.06])
+
+
+def test_a_fit_at_a_theta_with_negative_diagonal_entries_is_the_fit_at_its_mirror_image(psid):
+    """from_theta keeps the model a theta specifies: a negative diagonal entry (a scalar term's
+    theta, or a template's) is a column sign, not a value to clip to 0."""
+    design, cp = _design("log(income) ~ cyear * sex + (cyear | person) + (1 | educ)", psid)
+    theta = np.array([0.7, 0.02, 0.06, 0.3])
+    mirrored = np.array([-0.7, -0.02, 0.06, -0.3])  # the first template column and the scalar negated
+    fit, at_mirror = (LmerFit.from_theta(design, cp, False, t) for t in (theta, mirrored))
+    np.testing.assert_array_equal(at_mirror.theta, theta)
+    assert at_mirror.deviance == fit.deviance
+    assert at_mirror.deviance == pytest.approx(profiled_criterion(mirrored, design, cp, False), rel=1e-13)
+    with pytest.raises(ValueError, match=r"theta has shape \(3,\), but this model has 4 covariance parameters"):
+        LmerFit.from_theta(design, cp, False, theta[:3])
 
 
 @pytest.mark.parametrize("start", [[-1.0, 0.0, -1.0], [1.0, 0.0, 1.0], [0.3, -0.5, 2.0]])
