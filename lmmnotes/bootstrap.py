@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from .checks import DataError
-from .design import column_space_coefficients
+from .design import canonical_theta, column_space_coefficients
 from .fit import single_blas_thread
 from .results import LmerFit
 
@@ -241,10 +241,8 @@ def refit_responses(fit: LmerFit, responses, statistic: Callable[[LmerFit], obje
     observed = _as_series(statistic(fit))
     chunks = _chunks(Y.shape[1], CHUNK)
     parts = (Y[:, c.start:c.stop] for c in chunks)
-    if start is not None:
-        start = np.asarray(start, dtype=float).ravel()
-        if start.shape != fit.theta.shape:
-            raise ValueError(f"start must have one value per theta parameter ({len(fit.theta)}), got {start.size}")
+    if start is not None:  # checked here, before any worker starts
+        start = canonical_theta(start, fit.design)
     replicates, failed = _refit_chunks(fit, statistic, observed, parts, len(chunks), n_jobs, progress, "refits", start)
     return BootstrapResult(observed, replicates, failed)
 

@@ -237,12 +237,13 @@ def canonical_theta(theta: np.ndarray, design: Design) -> np.ndarray:
     """
     out = np.array(theta, dtype=float, ndmin=1)
     if out.shape != design.theta_lower.shape:
-        raise ValueError(f"theta has shape {out.shape}, but this model has {design.theta_lower.size} "
-                         "covariance parameters: the lower triangles of its terms' templates, column by column")
+        raise ValueError(f"theta (or a start) of shape {out.shape} given, but this model has "
+                         f"{design.theta_lower.size} covariance parameters: the lower triangles of its terms' "
+                         "templates, column by column, as in fit.theta")
     for t, s in zip(design.terms, design.theta_slices):
         T = t.template(out[s])
         out[s] = (T * np.where(np.diag(T) < 0, -1.0, 1.0))[t._lower]
-    return out
+    return out + 0.0  # a negated zero becomes +0.0
 
 
 def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:

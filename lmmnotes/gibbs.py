@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import cholesky, solve_triangular
 
-with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.0 refactor on import
-    warnings.simplefilter("ignore", FutureWarning)
+with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.0 refactor on the day's first import
+    warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing", category=FutureWarning)
     import arviz as az
 
 from .checks import DataError, require_columns, require_frame, require_numeric

@@ -317,14 +317,7 @@ class LmerFit:
         design = self.design.with_response(y)
         with single_blas_thread():
             cp = self.cross_products.with_response(design, y)
-            if start is None:
-                start = self.theta
-            else:
-                start = np.asarray(start, dtype=float).ravel()
-                if start.shape != self.theta.shape:
-                    raise ValueError(f"start must have one value per theta parameter ({len(self.theta)}), "
-                                     f"got {start.size}")
-            opt = optimize_theta(design, cp, self.reml, start)
+            opt = optimize_theta(design, cp, self.reml, self.theta if start is None else start)
             return LmerFit.from_theta(design, cp, self.reml, opt.theta, converged=opt.converged, message=opt.message)
 
     def update(self, *, reml: bool) -> "LmerFit":
