@@ -22,7 +22,7 @@ from .formula import parse_formula
 from .results import LmerFit
 
 
-GRADIENT_TOLERANCE = 2e-3  # lme4's check.conv.grad default
+GRADIENT_TOLERANCE = 2e-3  # the default tolerance of lme4's check.conv.grad
 
 
 @dataclass(frozen=True)
@@ -261,9 +261,9 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
     converged, message = bool(result.success), str(result.message)
     if not converged:
         # L-BFGS-B may stop with "ABNORMAL" when no line search can improve on rounding error.
-        # Accept the point if it passes lme4's check.conv.grad: the gradient scaled by the
-        # Cholesky factor of the Hessian, R^{-T} g with R'R = H (a Newton step's length in
-        # the metric of H), is below 2e-3.
+        # Accept the point if its scaled gradient R^{-T} g, with R'R = H (its Euclidean length
+        # is a Newton step's length in the metric of H), is below 2e-3 in every entry: a test
+        # modelled on lme4's check.conv.grad, which tests max(pmin(|R^{-1} g|, |g|)) instead.
         scaled = _scaled_gradient(result.x, design, cp, reml)
         evaluations += 1 + 2 * len(result.x)
         if scaled < GRADIENT_TOLERANCE:
