@@ -18,13 +18,16 @@ expectations gives the ANOVA estimators
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .checks import DataError, require_columns, require_complete, require_frame, require_numeric
+from .checks import DataError, drop_incomplete_rows, require_columns, require_finite, require_frame, require_numeric
+from .design import factor_codes
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,61 @@ class OneWayAnova:
         )
 
 
+# ---- arguments and the missing-value policy shared by the three tables -------------------------------
+def _column_name(name: str, value) -> None:
+    """A DataError unless ``value`` can name one column (a list of one name is shown unwrapped)."""
+    if isinstance(value, (list, pd.Index, np.ndarray, pd.Series)):
+        items = list(value)
+        fix = f"; pass {name}={items[0]!r}" if len(items) == 1 else ""
+        raise DataError(f"{name} must be the name of one column, got {type(value).__name__} {items!r}{fix}")
+    if not isinstance(value, Hashable):
+        raise DataError(f"{name} must be the name of one column, got {type(value).__name__} {value!r}")
+
+
+def _column_list(name: str, value, example: str) -> list:
+    """``value`` as a list of column names; a single string (which would be read letter by letter)
+    or anything that is not a list-like of names is a DataError that shows the fix."""
+    if isinstance(value, str):
+        raise DataError(f"{name} must be a list of column names, got the string {value!r}; pass {name}=[{value!r}]")
+    if isinstance(value, bytes) or not isinstance(value, (Sequence, pd.Index, np.ndarray, pd.Series)):
+        raise DataError(f"{name} must be a list of column names, e.g. {name}={example}, got "
+                        f"{type(value).__name__} {value!r}")
+    items = list(value)
+    for item in items:
+        _column_name(f"each entry of {name}", item)
+    repeated = sorted({str(c) for c in items if items.count(c) > 1})
+    if repeated:
+        raise DataError(f"{name} names {', '.join(map(repr, repeated))} more than once; give each column once, "
+                        f"e.g. {name}={list(dict.fromkeys(items))!r}")
+    return items
+
+
+def _usable_rows(data: pd.DataFrame, columns: list, response: str) -> pd.DataFrame:
+    """The used ``columns`` of the complete rows of ``data`` (a copy; the one missing-value policy:
+    incomplete rows are dropped with a MissingValuesWarning pointing at the caller of the table's
+    function), after checking the frame, the columns and the numeric, finite response."""
+    require_frame(data)
+    require_columns(data, columns)
+    require_numeric(data, response)
+    frame = drop_incomplete_rows(data, columns, stacklevel=3)  # the table's function, then its caller
+    require_finite(frame, columns)
+    return frame
+
+
+@contextmanager
+def _after_dropping(data: pd.DataFrame, frame: pd.DataFrame) -> Iterator[None]:
+    """A DataError raised inside (an unbalanced design, a single group) says that it concerns the
+    data left after incomplete rows were dropped, when some were."""
+    try:
+        yield
+    except DataError as error:
+        dropped = len(data) - len(frame)
+        if not dropped:
+            raise
+        raise DataError(f"{error} (this is the design of the {len(frame)} complete rows: {dropped} of {len(data)} "
+                        "rows had missing values and were dropped)") from None
+
+
 def one_way(data: pd.DataFrame, response: str, group: str, *, truncate: bool = False) -> OneWayAnova:
     """ANOVA estimates of the variance components of ``response ~ 1 + (1 | group)``.
 
@@ -101,14 +159,20 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, truncate: bool = F
     ``n0 = (N - sum(n_i**2) / N) / (a - 1)`` in place of the common group size, which keeps
     ``(MSA - MSE) / n0`` unbiased.  Groups with a single observation are allowed as long
     as some group is replicated.
-    """
-    require_frame(data)
-    require_columns(data, [response, group])
-    require_numeric(data, response)
-    require_complete(data, [response, group])
 
+    Rows with a missing value in either column are dropped with a ``MissingValuesWarning`` (as R's
+    ``na.omit``); infinite responses are a DataError.
+    """
+    _column_name("response", response)
+    _column_name("group", group)
+    frame = _usable_rows(data, [response, group], response)
+    with _after_dropping(data, frame):
+        return _one_way(frame, response, group, truncate)
+
+
+def _one_way(data: pd.DataFrame, response: str, group: str, truncate: bool) -> OneWayAnova:
     y = data[response].to_numpy(dtype=float)
-    codes, levels = pd.factorize(data[group], sort=True)
+    codes, levels = factor_codes(data, (group,))  # the package's one factor coding
     a = len(levels)
     if a < 2:
         raise DataError(
@@ -258,7 +322,7 @@ class NestedAnova:
 
 def _unit_codes(data: pd.DataFrame, factors: list[str]) -> list[np.ndarray]:
     """Codes of the units at each depth: the level of a factor *within* all factors above it."""
-    return [data.groupby(factors[:k + 1], sort=True, observed=True).ngroup().to_numpy() for k in range(len(factors))]
+    return [factor_codes(data, tuple(factors[:k + 1]))[0] for k in range(len(factors))]
 
 
 def nested(data: pd.DataFrame, response: str, factors: list[str], *, truncate: bool = False) -> NestedAnova:
@@ -276,14 +340,23 @@ def nested(data: pd.DataFrame, response: str, factors: list[str], *, truncate: b
     The design must be balanced: the same number of units inside every unit of the level above,
     and the same number of replicates in every unit of the last factor. Otherwise the mean
     squares have no simple expectations; fit the model by REML with ``lmer`` instead.
+
+    Rows with a missing value in the response or a factor are dropped with a
+    ``MissingValuesWarning`` (as R's ``na.omit``); the design left must still be balanced.
+    Infinite responses are a DataError.
     """
-    require_frame(data)
-    factors = list(factors)
+    _column_name("response", response)
+    factors = _column_list("factors", factors, "['Lab', 'Technician']")
     if not factors:
         raise DataError("give at least one nesting factor, e.g. factors=['Lab', 'Technician']")
-    require_columns(data, [response, *factors])
-    require_numeric(data, response)
-    require_complete(data, [response, *factors])
+    if response in factors:
+        raise DataError(f"the response {response!r} is also listed in factors={factors!r}; remove it from factors")
+    frame = _usable_rows(data, [response, *factors], response)
+    with _after_dropping(data, frame):
+        return _nested(frame, response, factors, truncate)
+
+
+def _nested(data: pd.DataFrame, response: str, factors: list, truncate: bool) -> NestedAnova:
     y = data[response].to_numpy(dtype=float)
     N = len(y)
     codes = _unit_codes(data, factors)
@@ -370,19 +443,28 @@ def split_plot(data: pd.DataFrame, response: str, whole_plot_factor: str, split_
     whole_plot_factor : the factor applied to whole plots (e.g. ``"irrigation"``).
     split_plot_factor : the factor applied within whole plots (e.g. ``"variety"``).
     whole_plot : the column identifying the whole plots (e.g. ``"field"``).
+
+    Rows with a missing value in any of these columns are dropped with a ``MissingValuesWarning``
+    (as R's ``na.omit``); the design left must still be balanced. Infinite responses are a DataError.
     """
-    require_frame(data)
-    A, B, W = whole_plot_factor, split_plot_factor, whole_plot
-    require_columns(data, [response, A, B, W])
-    require_numeric(data, response)
-    require_complete(data, [response, A, B, W])
+    names = {"response": response, "whole_plot_factor": whole_plot_factor, "split_plot_factor": split_plot_factor,
+             "whole_plot": whole_plot}
+    for name, value in names.items():
+        _column_name(name, value)
+    if len(set(names.values())) < len(names):
+        raise DataError(f"response, whole_plot_factor, split_plot_factor and whole_plot must be four different "
+                        f"columns, got {names!r}")
+    frame = _usable_rows(data, [response, whole_plot_factor, split_plot_factor, whole_plot], response)
+    with _after_dropping(data, frame):
+        return _split_plot(frame, response, whole_plot_factor, split_plot_factor, whole_plot)
+
+
+def _split_plot(data: pd.DataFrame, response: str, A: str, B: str, W: str) -> SplitPlotAnova:
     if data.groupby(W, observed=True)[A].nunique().max() > 1:
         raise DataError(f"some whole plots ({W!r}) receive more than one level of {A!r}: {A!r} must be applied to "
                         "whole plots, each whole plot getting one level")
     y = data[response].to_numpy(dtype=float)
-    a_codes = pd.factorize(data[A], sort=True)[0]
-    b_codes = pd.factorize(data[B], sort=True)[0]
-    w_codes = pd.factorize(data[W], sort=True)[0]
+    a_codes, b_codes, w_codes = (factor_codes(data, (name,))[0] for name in (A, B, W))
     a, b, n_w = a_codes.max() + 1, b_codes.max() + 1, w_codes.max() + 1
     plots_per_a = np.bincount(pd.Series(a_codes).groupby(w_codes).first().to_numpy(), minlength=a)
     cells = np.bincount(w_codes * b + b_codes, minlength=n_w * b)

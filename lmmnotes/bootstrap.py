@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .checks import DataError
+from .checks import DataError, check_level, check_nsim, resolve_n_jobs
 from .design import canonical_theta, column_space_coefficients
 from .fit import single_blas_thread
 from .results import LmerFit
@@ -67,6 +67,7 @@ class BootstrapResult:
 
     def percentile_interval(self, level: float = 0.95) -> pd.DataFrame:
         """Percentile intervals of each statistic over the successful replicates."""
+        level = check_level(level)
         alpha = (1.0 - level) / 2.0
         q = self.replicates.quantile([alpha, 1.0 - alpha]).T
         q.columns = [_percent(alpha), _percent(1.0 - alpha)]
@@ -172,14 +173,15 @@ def bootstrap(fit: LmerFit, statistic: Callable[[LmerFit], object], nsim: int = 
         any ``n_jobs``.
     use_u : keep the conditional modes of the random effects and draw only new residuals
         (lme4's ``use.u = TRUE``); by default new random effects are drawn as well.
-    n_jobs : number of processes for the refits.
+    n_jobs : number of processes for the refits; -1 means all cores, -2 all but one (joblib's
+        convention).
     progress : show a tqdm progress bar.
 
     Replicates whose refit fails or does not converge are kept as rows of NaN and counted in
     ``n_failed``; they are never dropped silently.
     """
-    if nsim < 1:
-        raise ValueError(f"nsim must be a positive number of replicates, got {nsim}")
+    nsim = check_nsim(nsim)
+    n_jobs = resolve_n_jobs(n_jobs)
     observed = _as_series(statistic(fit))
     rng = np.random.default_rng(seed)
     chunks = _chunks(nsim, CHUNK)
@@ -221,10 +223,12 @@ def refit_responses(fit: LmerFit, responses, statistic: Callable[[LmerFit], obje
     theta and reuses everything that depends on the design alone, so a refit costs a fraction of
     ``lmer``; ``start`` replaces the starting theta (e.g. ``fit.design.default_start``, where
     ``lmer`` starts, so that each replicate's result depends on its response alone, not on where
-    the first fit happened to stop). The result's ``replicates`` has one row per column of
-    ``responses``; refits that raise or do not converge give rows of NaN and are counted in
-    ``n_failed``. ``observed`` is the statistic on ``fit`` itself.
+    the first fit happened to stop). ``n_jobs`` processes do the refits (-1: all cores, -2: all but
+    one, as joblib). The result's ``replicates`` has one row per column of ``responses``; refits
+    that raise or do not converge give rows of NaN and are counted in ``n_failed``. ``observed``
+    is the statistic on ``fit`` itself.
     """
+    n_jobs = resolve_n_jobs(n_jobs)
     if isinstance(responses, pd.Series):
         responses = responses.to_frame()
     Y = np.asarray(responses, dtype=float)
@@ -448,6 +452,7 @@ def lrt(null, alt: LmerFit, nsim: int = 1000, seed=None, *, n_jobs: int = 1, pro
     nsim : number of bootstrap replicates B.
     seed : seed of ``numpy.random.default_rng``; the same seed gives the same result for any
         ``n_jobs``.
+    n_jobs : number of processes for the refits (-1: all cores, -2: all but one, as joblib).
 
     Responses are simulated from the null fit and both models refitted to each; replicates whose
     refit fails are excluded from the p-value and reported in the error message if they are
@@ -455,8 +460,8 @@ def lrt(null, alt: LmerFit, nsim: int = 1000, seed=None, *, n_jobs: int = 1, pro
     """
     if not isinstance(alt, LmerFit):
         raise TypeError("alt must be a model fitted with lmmnotes.lmer(..., reml=False)")
-    if nsim < 1:
-        raise ValueError(f"nsim must be a positive number of replicates, got {nsim}")
+    nsim = check_nsim(nsim)
+    n_jobs = resolve_n_jobs(n_jobs)
     null_model = _lmer_model(null, "null") if isinstance(null, LmerFit) else _ols_model(null)
     alt_model = _lmer_model(alt, "alternative")
     _check_nested(null_model, alt_model)

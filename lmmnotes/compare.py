@@ -18,6 +18,7 @@ those of ``lrt`` (``bootstrap._check_nested``).
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from .bootstrap import _check_nested, _lmer_model
+from .checks import whole_number
 from .checks import DataError
 from .results import LmerFit
 
@@ -99,6 +101,16 @@ def compare(*fits: LmerFit, names: list[str] | None = None, digits: int = 2) -> 
         if not isinstance(fit, LmerFit):
             raise DataError(f"argument {k + 1} of compare is a {type(fit).__name__}, not a model fitted with "
                             "lmmnotes.lmer")
+    if isinstance(names, str | bytes):
+        raise DataError(f"names must be a list of {len(fits)} labels, one per model, got the string {names!r}; pass "
+                        f"e.g. names={[f'm{k + 1}' for k in range(len(fits))]!r}")
+    if names is not None and not isinstance(names, Sequence | pd.Index | np.ndarray | pd.Series):
+        raise DataError(f"names must be a list of {len(fits)} labels, one per model, got {type(names).__name__} "
+                        f"{names!r}")
+    whole = whole_number(digits)
+    if whole is None or whole < 0:
+        raise DataError(f"digits must be a whole number of decimals >= 0, got {digits!r}; the default is 2")
+    digits = whole
     names = [f"m{k + 1}" for k in range(len(fits))] if names is None else [str(n) for n in names]
     if len(names) != len(fits) or len(set(names)) != len(names):
         raise DataError(f"names must give {len(fits)} distinct labels, one per model; got {names}")

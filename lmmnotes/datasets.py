@@ -60,24 +60,56 @@ def _level_order(labels) -> list[str]:
     return sorted(labels.tolist())
 
 
+def _label(value) -> str:
+    """A level's label, by value: a whole number is written without a decimal point whatever its
+    dtype (3, 3.0 and np.int8(3) are all "3"), other numbers as Python writes them."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        if number.is_integer() and abs(number) < 2**53:
+            return str(int(number))
+        return str(value) if isinstance(value, np.floating) else repr(number)  # shortest in its own precision
+    return str(value)
+
+
+def _distinct(values: pd.Series, **options) -> tuple[np.ndarray, list]:
+    """pd.factorize's codes and distinct values, the values in the column's own precision (float32
+    stays float32, so its 0.1 is labelled 0.1)."""
+    inverse, distinct = pd.factorize(values, **options)
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind == "f":
+        distinct = np.asarray(distinct).astype(values.dtype)
+    return inverse, list(distinct)
+
+
+def level_labels(values: pd.Series) -> np.ndarray:
+    """The label of each value (``_label``); a categorical's values are labelled by their categories."""
+    inverse, distinct = _distinct(values, use_na_sentinel=False)
+    return np.array([_label(v) for v in distinct], dtype=object)[inverse]
+
+
 def factor_levels(values: pd.Series, order=_level_order) -> tuple[list[str], np.ndarray]:
     """``values`` read as a factor: its level labels and each value's level index (0, 1, ...).
 
     A categorical keeps its categories, in their order. Anything else has a level per distinct
-    label ``values.astype(str)`` (as predict matches new data), put in ``order`` (default R's,
-    ``_level_order``); hashing finds the distinct labels, and only those are sorted.
+    label (``level_labels``: by value, so 3 and 3.0 are one level, as predict matches new data),
+    put in ``order`` (default R's, ``_level_order``); hashing finds the distinct values, and only
+    their labels are sorted.
     """
     if isinstance(values.dtype, pd.CategoricalDtype):
-        return [str(c) for c in values.array.categories], np.asarray(values.array.codes, dtype=np.intp)
-    inverse, distinct = pd.factorize(values.astype(str))
-    labels = order(distinct)
+        return [_label(c) for c in values.array.categories], np.asarray(values.array.codes, dtype=np.intp)
+    inverse, distinct = _distinct(values)
+    distinct_labels = [_label(v) for v in distinct]
+    labels = order(list(dict.fromkeys(distinct_labels)))
     rank = {label: i for i, label in enumerate(labels)}
-    return labels, np.array([rank[label] for label in distinct], dtype=np.intp)[inverse]
+    return labels, np.array([rank[label] for label in distinct_labels], dtype=np.intp)[inverse]
 
 
 def as_factor(values: pd.Series) -> pd.Series:
     """``values`` as a categorical of string labels, levels in R's order (see module doc)."""
-    labels = values.astype(str)
+    labels = pd.Series(level_labels(values), index=values.index)
     return pd.Series(
         pd.Categorical(labels, categories=_level_order(pd.unique(labels))), index=values.index, name=values.name
     )

@@ -26,13 +26,13 @@ import pandas as pd
 import scipy.sparse as sp
 from pandas.api.types import is_float_dtype
 from scipy.linalg.lapack import dpotrf
-from formulaic import Formula, model_matrix
+from formulaic import Formula
 
-from .checks import DataError, require_columns, require_frame
-from .datasets import factor_levels
+from .checks import DataError, PredictorScaleWarning, RankDeficiencyWarning, require_columns
+from .datasets import factor_levels, level_labels
 from .formula import ParsedFormula, RandomTerm
-from .plain_formula import (FORMULA_FUNCTIONS, PlainFormula, parse_plain, parse_plain_response, plain_columns,
-                            plain_response)
+from .model_frame import apply_spec, evaluate, formula_variables, kept_rows, model_frame
+from .plain_formula import PlainFormula, parse_plain, parse_plain_response, plain_columns, plain_response
 
 
 def _r_name(name: str) -> str:
@@ -50,6 +50,23 @@ class TermDesign:
     X: np.ndarray  # n x p_t
     columns: tuple[str, ...]
     spec: object = field(repr=False, default=None)  # formulaic ModelSpec; None for a plain numeric expr
+    # the labels of each factor of the term, and the observed combinations as mixed-radix keys
+    # (``interaction``), in the order of ``levels``: to find the levels of new data by value
+    factor_labels: tuple[tuple[str, ...], ...] = field(repr=False, default=())
+    level_keys: np.ndarray | None = field(repr=False, default=None)
+
+    def level_index(self, data: pd.DataFrame) -> np.ndarray:
+        """The index in ``levels`` of each row's level of the grouping factor, -1 for a level not
+        seen in the fit. Levels are matched by value, factor by factor (3 and 3.0 are one level;
+        labels containing ':' cannot collide)."""
+        key = np.zeros(len(data), dtype=np.int64)
+        known = np.ones(len(data), dtype=bool)
+        for name, labels in zip(self.term.factors, self.factor_labels):
+            position = pd.Index(labels).get_indexer(level_labels(data[name]))
+            known &= position >= 0
+            key = key * len(labels) + np.maximum(position, 0)
+        index = np.minimum(np.searchsorted(self.level_keys, key), len(self.level_keys) - 1)
+        return np.where(known & (self.level_keys[index] == key), index, -1)
 
     def model_matrix(self, data: pd.DataFrame) -> np.ndarray:
         """X_t for other data (prediction)."""
@@ -65,7 +82,7 @@ class TermDesign:
                 raise DataError(f"the columns of ({self.term.expr} | {self.group}) in the new data must be numeric, "
                                 "as in the data the model was fitted to")
             return plain[0]
-        return self.spec.get_model_matrix(data).to_numpy(dtype=float)
+        return apply_spec(self.spec, data)
 
     @property
     def group(self) -> str:
@@ -123,7 +140,7 @@ class Design:
     """Everything about a model that does not depend on the parameters."""
 
     formula: ParsedFormula
-    y: np.ndarray
+    y: np.ndarray  # the response minus the offset: what the criterion fits by X beta + Z b
     X: np.ndarray
     x_names: tuple[str, ...]
     terms: tuple[TermDesign, ...]
@@ -131,6 +148,23 @@ class Design:
     # model.frame); with_response keeps the original response here
     model_frame: pd.DataFrame = field(repr=False)
     dropped_columns: tuple[str, ...] = ()
+    offset: np.ndarray | None = field(repr=False, default=None)  # offset(...) terms summed; None if none
+
+    @property
+    def response(self) -> np.ndarray:
+        """The response as the user gave it: ``y`` plus the offset."""
+        return self.y if self.offset is None else self.y + self.offset
+
+    @property
+    def fixed_variables(self) -> list[str]:
+        """The columns the fixed part and the offsets use (what new data needs for ``re_form='~0'``)."""
+        return formula_variables(self.formula.fixed, *self.formula.offsets)
+
+    def offset_for(self, data: pd.DataFrame) -> np.ndarray:
+        """The offset of rows of other data (prediction): the sum of the ``offset(...)`` terms, 0
+        without them."""
+        offset = _offset(self.formula, data, np.ones(len(data), dtype=bool))
+        return np.zeros(len(data)) if offset is None else offset
 
     @property
     def row_index(self) -> pd.Index:
@@ -140,7 +174,8 @@ class Design:
     @cached_property
     def fixed_spec(self):
         """formulaic's ModelSpec of the fixed part (built when first needed), to rebuild X for new data."""
-        return _matrix(_fixed_formula(self.formula), self.model_frame).rhs.model_spec
+        return evaluate(_fixed_formula(self.formula), self.model_frame,
+                        f"the fixed-effects model matrix for {self.formula.fixed!r}").rhs.model_spec
 
     @property
     def nobs(self) -> int:
@@ -237,17 +272,21 @@ def canonical_theta(theta: np.ndarray, design: Design) -> np.ndarray:
     """
     out = np.array(theta, dtype=float, ndmin=1)
     if out.shape != design.theta_lower.shape:
-        raise ValueError(f"theta (or a start) of shape {out.shape} given, but this model has "
+        raise DataError(f"theta (or a start) of shape {out.shape} given, but this model has "
                          f"{design.theta_lower.size} covariance parameters: the lower triangles of its terms' "
                          "templates, column by column, as in fit.theta")
+    if not np.all(np.isfinite(out)):
+        raise DataError(f"theta (or a start) must be finite, got {out.tolist()}")
     for t, s in zip(design.terms, design.theta_slices):
         T = t.template(out[s])
         out[s] = (T * np.where(np.diag(T) < 0, -1.0, 1.0))[t._lower]
     return out + 0.0  # a negated zero becomes +0.0
 
 
-def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Codes and level labels of the interaction of ``factors`` (``a:b``), observed levels only.
+def interaction(data: pd.DataFrame, factors: tuple[str, ...]
+                ) -> tuple[np.ndarray, tuple[str, ...], tuple[tuple[str, ...], ...], np.ndarray]:
+    """The interaction of ``factors`` (``a:b``), observed levels only: each row's level index, the
+    level labels, each factor's labels, and each level's mixed-radix key (``TermDesign.level_index``).
 
     Each column is a factor whatever its dtype; levels follow the column's categories if it is
     categorical, else R's order (see ``datasets``). Combined levels are ordered with the first
@@ -265,16 +304,19 @@ def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarr
     codes = (np.cumsum(present) - 1)[key]
     digits = np.unravel_index(observed, sizes)  # each observed combination's level of each factor
     parts = [np.asarray(labels, dtype=object)[d] for (labels, _), d in zip(per_factor, digits)]
-    return codes.astype(np.intp), tuple(map(":".join, zip(*parts)))
+    return (codes.astype(np.intp), tuple(map(":".join, zip(*parts))),
+            tuple(tuple(labels) for labels, _ in per_factor), observed)
+
+
+def factor_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes and level labels of the interaction of ``factors`` (see ``interaction``)."""
+    codes, levels, _, _ = interaction(data, factors)
+    return codes, levels
 
 
 def _fixed_formula(parsed: ParsedFormula) -> Formula:
     """The fixed part with its response, for formulaic."""
     return Formula(f"{parsed.response} ~ {parsed.fixed}")
-
-
-def _matrix(formula: str, data: pd.DataFrame):
-    return model_matrix(formula, data, context=FORMULA_FUNCTIONS, na_action="ignore")
 
 
 def column_space_coefficients(X: np.ndarray, X_small: np.ndarray) -> np.ndarray | None:
@@ -286,108 +328,182 @@ def column_space_coefficients(X: np.ndarray, X_small: np.ndarray) -> np.ndarray 
     return B
 
 
-def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """Drop each column of X that is a linear combination of the columns before it (as lme4
-    does: the later of two aliased columns goes)."""
+RANK_TOLERANCE = 1e-7  # lme4's (R's qr tolerance)
+
+
+def drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """Drop each column of X that is (numerically) a linear combination of the columns before it,
+    as lme4 does: the later of two aliased columns goes.
+
+    The test is scale invariant: column j is aliased when its residual on the columns kept before
+    it is shorter than ``RANK_TOLERANCE`` times the column's own length, as in R's QR (LINPACK's
+    dqrdc2), whatever the units. That is the diagonal |R_jj| of X D = QR, with D scaling each
+    column to unit length; a column of zeros is aliased. The Cholesky factor of D X'X D is the
+    same R, cheaper for a long X but accurate only to about 1e-8: it settles the clear cases
+    (every |R_jj| above 1e3 times the tolerance), the QR the rest.
+    """
     if not X.size:
         return X, names, []
-    XtX = X.T @ X
-    scale = np.sqrt(np.diag(XtX).max())  # the longest column's length
-    tolerance = 1e-7 * max(scale, 1.0)
-    # |R_jj| of X = QR is the length of column j's residual on the columns before it: when
-    # none is small, X has full rank. The Cholesky factor of X'X is the same R, far cheaper for
-    # a long X, but accurate only to about 1e-8 |X|: it settles the clear cases (every |R_jj|
-    # above 1e3 times the tolerance), and the QR of X the rest
-    if X.shape[0] >= X.shape[1]:
-        R, info = dpotrf(XtX, lower=0)
-        if info == 0 and np.all(np.abs(np.diag(R)) > 1e3 * tolerance):
+    lengths = np.sqrt(np.einsum("ij,ij->j", X, X))
+    nonzero = lengths > 0
+    if nonzero.all() and X.shape[0] >= X.shape[1]:
+        scaled = X / lengths
+        R, info = dpotrf(scaled.T @ scaled, lower=0)
+        if info == 0 and np.all(np.abs(np.diag(R)) > 1e3 * RANK_TOLERANCE):
             return X, names, []
-        if np.all(np.abs(np.diagonal(np.linalg.qr(X, mode="r"))) > tolerance):
+        if np.all(np.abs(np.diagonal(np.linalg.qr(scaled, mode="r"))) > RANK_TOLERANCE):
             return X, names, []
     keep: list[int] = []
-    for j in range(X.shape[1]):
-        column = X[:, j]
+    for j in np.flatnonzero(nonzero):
+        column = X[:, j] / lengths[j]
         if keep:
-            coef, *_ = np.linalg.lstsq(X[:, keep], column, rcond=None)
-            column = column - X[:, keep] @ coef
-        if np.linalg.norm(column) > tolerance:
-            keep.append(j)
+            kept = X[:, keep] / lengths[keep]
+            coef, *_ = np.linalg.lstsq(kept, column, rcond=None)
+            column = column - kept @ coef
+        if np.linalg.norm(column) > RANK_TOLERANCE:
+            keep.append(int(j))
     dropped = [names[j] for j in range(X.shape[1]) if j not in keep]
     return X[:, keep], [names[j] for j in keep], dropped
 
 
-def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame, response: tuple | None,
+SCALE_RATIO = 1e3  # lme4's checkScaleX tolerance
+
+
+def check_predictor_scales(X: np.ndarray, names: list[str], stacklevel: int) -> None:
+    """lme4's check of the fixed-effects columns' scales: a ``PredictorScaleWarning`` when the
+    standard deviations of the columns that are not 0/1 indicators differ by a factor above
+    ``SCALE_RATIO``, or one of them is above it or below its inverse. Nothing is wrong with such
+    a model, but its optimization and its printed estimates are easier on rescaled columns."""
+    continuous = [j for j in range(X.shape[1]) if not np.isin(X[:, j], (0.0, 1.0)).all()]
+    if not continuous or X.shape[0] < 2:
+        return
+    sd = np.std(X[:, continuous], axis=0, ddof=1)
+    sd = sd[sd > 0]
+    logs = np.log(sd)
+    if sd.size and (np.ptp(logs) > np.log(SCALE_RATIO) or np.max(np.abs(logs)) > np.log(SCALE_RATIO)):
+        shown = ", ".join(f"{names[j]} (sd {s:.3g})" for j, s in zip(continuous, np.std(X[:, continuous], axis=0,
+                                                                                          ddof=1)))
+        warnings.warn(f"some predictors are on very different scales: {shown}; consider rescaling them "
+                      "(e.g. centre and divide by a round number, or use scale(x) in the formula)",
+                      PredictorScaleWarning, stacklevel=stacklevel + 1)
+
+
+def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame, complete: np.ndarray, response: tuple | None,
                     fixed: PlainFormula | None) -> tuple[np.ndarray, np.ndarray, list[str], object]:
     """y, X, X's column names and formulaic's ModelSpec of X: directly for a plain formula
     (``plain_formula``: ``response`` and ``fixed`` are its parsed parts, None if not plain;
-    the ModelSpec is then None, built only if predict needs it), else by formulaic."""
-    y = plain_response(*response, frame) if response else None
-    plain = plain_columns(fixed, frame) if y is not None else None
+    the ModelSpec is then None, built only if predict needs it), else by formulaic on every row
+    of ``frame`` (``model_frame``), keeping the ``complete`` ones."""
+    kept = frame if complete.all() else frame.loc[complete]
+    y = plain_response(*response, kept) if response else None
+    plain = plain_columns(fixed, kept) if y is not None else None
     if plain is not None:
         return y, plain[0], [_r_name(c) for c in plain[1]], None
-    try:
-        matrices = _matrix(_fixed_formula(parsed), frame)
-    except Exception as error:  # formulaic's messages are good, but say where it came from
-        raise DataError(f"could not build the fixed-effects model matrix for {parsed.fixed!r}: {error}") from error
+    matrices = evaluate(_fixed_formula(parsed), frame, f"the fixed-effects model matrix for {parsed.fixed!r}")
     response = matrices.lhs
     if response.shape[1] != 1:
         raise DataError(
             f"the response {parsed.response!r} must be one numeric column, but it expands to "
             f"{response.shape[1]} columns ({', '.join(response.columns)}); is it a factor?"
         )
-    return (response.to_numpy(dtype=float).ravel(), matrices.rhs.to_numpy(dtype=float),
+    return (kept_rows(response, complete).ravel(), kept_rows(matrices.rhs, complete),
             [_r_name(c) for c in matrices.rhs.columns], matrices.rhs.model_spec)
 
 
-def _term_matrix(term: RandomTerm, expr: PlainFormula | None, frame: pd.DataFrame
+def _term_matrix(term: RandomTerm, expr: PlainFormula | None, frame: pd.DataFrame, complete: np.ndarray
                  ) -> tuple[np.ndarray, tuple[str, ...], object]:
     """X_t, its column names and formulaic's ModelSpec (None when built directly: numeric columns
     only; ``expr`` is the term's parsed expression, None if not plain)."""
-    plain = plain_columns(expr, frame, factors=False)
+    plain = plain_columns(expr, frame if complete.all() else frame.loc[complete], factors=False)
     if plain is not None:
         return plain[0], tuple(_r_name(c) for c in plain[1]), None
-    Xt = _matrix(term.expr, frame)
-    return Xt.to_numpy(dtype=float), tuple(_r_name(c) for c in Xt.columns), Xt.model_spec
+    Xt = evaluate(term.expr, frame, f"the model matrix of ({term.expr} | {term.group})")
+    return kept_rows(Xt, complete), tuple(_r_name(c) for c in Xt.columns), Xt.model_spec
 
 
-def _used_columns(parsed: ParsedFormula, response: tuple | None, parts: list[PlainFormula | None]) -> set[str]:
-    """The names of the columns the formula uses: read directly from a plain formula (its parsed
-    ``response`` and ``parts``), else by formulaic."""
-    used = {f for t in parsed.random for f in t.factors}
-    if response is not None and all(part is not None for part in parts):
-        return used | {response[0]} | {name for part in parts for name in part.variables}
-    used |= set(_fixed_formula(parsed).required_variables)
-    for t in parsed.random:
-        used |= set(Formula(t.expr).required_variables)
-    return used - set(FORMULA_FUNCTIONS)
+def _offset(parsed: ParsedFormula, frame: pd.DataFrame, complete: np.ndarray) -> np.ndarray | None:
+    """The sum of the formula's ``offset(...)`` terms on the ``complete`` rows of ``frame`` (None if
+    it has none); each must be one finite numeric column."""
+    if not parsed.offsets:
+        return None
+    total = np.zeros(int(complete.sum()))
+    for expr in parsed.offsets:
+        values = kept_rows(evaluate(f"0 + I({expr})", frame, f"offset({expr})"), complete)
+        if values.shape[1] != 1 or not np.all(np.isfinite(values)):
+            raise DataError(f"offset({expr}) must be one numeric column with finite values in every row used")
+        total += values[:, 0]
+    return total
 
 
-def complete_rows(data: pd.DataFrame, used: set[str], stacklevel: int) -> pd.DataFrame:
-    """The columns ``used`` (in the data's order) of the rows of ``data`` with no missing value in
-    them, as a copy: lme4's model frame with R's na.omit. Dropped rows are counted in a warning
-    issued ``stacklevel`` levels above the caller; no rows left is an error."""
-    positions = [i for i, c in enumerate(data.columns) if c in used]
-    frame = data.take(positions, axis=1)  # a copy (as data[columns], at a quarter of the cost)
-    complete = frame.notna().to_numpy().all(axis=1)
-    if not complete.all():
-        warnings.warn(
-            f"{int((~complete).sum())} of {len(data)} rows have missing values in the columns the "
-            "model uses and were dropped (as R's na.omit does)",
-            stacklevel=stacklevel + 1,
-        )
-        frame = frame.loc[complete]
-    if len(frame) == 0:
-        raise DataError("no rows are left once rows with missing values are dropped")
-    return frame
+def _used_columns(parsed: ParsedFormula, response: tuple | None, parts: list[PlainFormula | None]) -> list[str]:
+    """The names of the columns the formula's expressions use (not its grouping factors): read
+    directly from a plain formula (its parsed ``response`` and ``parts``), else by
+    ``model_frame.formula_variables``."""
+    if response is not None and all(part is not None for part in parts) and not parsed.offsets:
+        return [response[0], *(name for part in parts for name in part.variables)]
+    return formula_variables(parsed.response, parsed.fixed, *parsed.offsets, *(t.expr for t in parsed.random))
 
 
-def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
+def _require_finite_columns(X: np.ndarray, names, what: str) -> None:
+    """Raise DataError naming the model-matrix columns with non-finite values (log of 0, say)."""
+    bad = ~np.isfinite(X).all(axis=0)
+    if bad.any():
+        shown = ", ".join(f"{name} ({int((~np.isfinite(X[:, j])).sum())} rows)" for j, name in enumerate(names)
+                          if bad[j])
+        raise DataError(f"the {what} has non-finite values (e.g. log of 0) in {shown}; remove those rows or "
+                        "transform differently")
+
+
+RESIDUAL_TOLERANCE = 1e-9  # relative: a residual this small is an exact fit
+
+
+def _require_residual_variation(y: np.ndarray, X: np.ndarray, terms: list[TermDesign], response: str) -> None:
+    """Raise DataError when the response leaves no residual variation: a constant response, or one
+    that the fixed effects alone, or with the random effects of one term, fit exactly. The
+    residual variance would be 0 and the criterion unbounded (lme4 gives nonsense there).
+
+    The residual of y on [X, Z_t] comes from Frisch-Waugh-Lovell: y and X are first projected off
+    Z_t level by level (Z_t'Z_t is block diagonal), then y's residual is regressed on X's."""
+    spread = np.linalg.norm(y - y.mean())
+    if spread == 0 or spread <= 1e-14 * np.linalg.norm(y):
+        raise DataError(f"the response {response!r} is constant ({y[0]:g} in every row used), so the model "
+                        "has nothing to explain and its variances are not identifiable")
+
+    def residual(target: np.ndarray, regressors: np.ndarray) -> float:
+        if not regressors.size:
+            return float(np.linalg.norm(target))
+        coef, *_ = np.linalg.lstsq(regressors, target, rcond=None)
+        return float(np.linalg.norm(target - regressors @ coef))
+
+    if residual(y, X) <= RESIDUAL_TOLERANCE * spread:
+        raise DataError(f"the fixed effects fit the response {response!r} exactly (no residual variation), so "
+                        "the residual variance is 0 and the model is not identifiable; check that the "
+                        "response is not computed from the predictors")
+    both = np.column_stack([y, X])
+    for t in terms:
+        blocks = np.zeros((t.n_levels, t.p, t.p))
+        np.add.at(blocks, t.codes, t.X[:, :, None] * t.X[:, None, :])
+        right = np.zeros((t.n_levels, t.p, both.shape[1]))
+        np.add.at(right, t.codes, t.X[:, :, None] * both[:, None, :])
+        coef = np.linalg.pinv(blocks) @ right  # each level's least-squares fit on its own rows
+        projected = both - np.einsum("ij,ijk->ik", t.X, coef[t.codes])
+        if residual(projected[:, 0], projected[:, 1:]) <= RESIDUAL_TOLERANCE * spread:
+            raise DataError(
+                f"the fixed effects and the random effects of ({t.term.expr} | {t.group}) fit the response "
+                f"{response!r} exactly (no variation left within the levels of {t.group}), so the residual "
+                "variance is 0 and the model is not identifiable; remove the term or check the response")
+
+
+def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, stacklevel: int = 2,
+                 check_response: bool = True) -> Design:
     """Check the data and build y, X, and the random-effects terms for ``parsed``.
 
-    Rows with a missing value in any column the formula uses are dropped with a warning (as R's
-    na.omit); ``data`` itself is never modified.
+    The model frame (``model_frame``) keeps the rows with no missing value in a column the formula
+    uses (warning of the others, as R's na.omit); ``data`` itself is never modified. Aliased
+    columns of X are dropped with a warning (``drop_aliased``), and a response with no residual
+    variation is an error (unless not ``check_response``: a placeholder response for simulation).
+    Warnings are issued ``stacklevel`` levels above the caller (2: the caller's caller).
     """
-    require_frame(data)
     if not parsed.random:
         raise DataError(
             f"the formula {parsed.formula!r} has no random-effects term such as (1 | group); "
@@ -396,29 +512,36 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
         )
     response, fixed = parse_plain_response(parsed.response), parse_plain(parsed.fixed)
     exprs = [parse_plain(t.expr) for t in parsed.random]
-    used = _used_columns(parsed, response, [fixed] + exprs)
-    require_columns(data, sorted(used))
-    frame = complete_rows(data, used, stacklevel=3)
+    frame, complete = model_frame(data, _used_columns(parsed, response, [fixed] + exprs),
+                                  groups=[f for t in parsed.random for f in t.factors], stacklevel=stacklevel + 1)
 
-    y, X, x_names, fixed_spec = _fixed_matrices(parsed, frame, response, fixed)
+    y, X, x_names, fixed_spec = _fixed_matrices(parsed, frame, complete, response, fixed)
     if not np.all(np.isfinite(y)):
         raise DataError(
             f"the response {parsed.response!r} has {int((~np.isfinite(y)).sum())} non-finite values "
             "(e.g. log of 0); remove those rows or transform differently"
         )
-    X, x_names, dropped = _drop_aliased(X, x_names)
+    _require_finite_columns(X, x_names, "fixed-effects model matrix")
+    offset = _offset(parsed, frame, complete)
+    if offset is not None:
+        y = y - offset
+    X, x_names, dropped = drop_aliased(X, x_names)
     if dropped:
         warnings.warn(
             f"the fixed-effects model matrix is rank deficient, so {len(dropped)} column(s) were "
             f"dropped: {', '.join(dropped)}",
-            stacklevel=3,
+            RankDeficiencyWarning, stacklevel=stacklevel + 1,
         )
+    check_predictor_scales(X, x_names, stacklevel=stacklevel + 1)
+    frame_all, frame = frame, (frame if complete.all() else frame.loc[complete])
 
     n = len(y)
     terms = []
     for t, expr in zip(parsed.random, exprs):
-        codes, levels = factor_codes(frame, t.factors)
-        terms.append(TermDesign(t, levels, codes, *_term_matrix(t, expr, frame)))
+        codes, levels, labels, keys = interaction(frame, t.factors)
+        Xt, columns, spec = _term_matrix(t, expr, frame_all, complete)
+        _require_finite_columns(Xt, columns, f"model matrix of ({t.expr} | {t.group})")
+        terms.append(TermDesign(t, levels, codes, Xt, columns, spec, factor_labels=labels, level_keys=keys))
     # lme4 puts the terms in decreasing order of their number of levels (mkReTrms: rev(order(nl)),
     # applied only when some term has more levels than the one before it); theta follows.
     n_levels = [t.n_levels for t in terms]
@@ -449,6 +572,8 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
             )
         if problems:
             raise DataError("; ".join(problems) + ". Remove the term or use a coarser grouping factor.")
+    if check_response:
+        _require_residual_variation(y, X, terms, parsed.response)
     design = Design(
         formula=parsed,
         y=y,
@@ -457,6 +582,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame) -> Design:
         terms=tuple(terms),
         model_frame=frame,
         dropped_columns=tuple(dropped),
+        offset=offset,
     )
     if fixed_spec is not None:  # formulaic has built it already: fill the cache of Design.fixed_spec
         design.__dict__["fixed_spec"] = fixed_spec

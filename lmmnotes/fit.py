@@ -9,6 +9,7 @@ diagonal, as in lme4 (``canonical_theta``).
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import pandas as pd
 from scipy.optimize import OptimizeResult, minimize, minimize_scalar
 from threadpoolctl import ThreadpoolController
 
+from .checks import ConvergenceWarning, SingularFitWarning
 from .criterion import CrossProducts, criterion_and_gradient, profiled_criterion
 from .design import Design, build_design, canonical_theta
 from .formula import parse_formula
@@ -180,21 +182,16 @@ def single_blas_thread():
     return _blas().limit(limits=1, user_api="blas")
 
 
-# From this order of the dense block L_22 on, LAPACK's threads pay for themselves (measured on
-# the crossed design of benchmarks/run.py: order 564 gains nothing, order 1114 about 25%).
-THREADED_FROM = 800
-
-
 def optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray | None = None) -> OptimizerResult:
-    """Minimize the profiled criterion over theta (see ``_optimize_theta``), with one BLAS thread
-    unless the dense block L_22 has order ``THREADED_FROM`` or more.
+    """Minimize the profiled criterion over theta (see ``_optimize_theta``) on one BLAS thread.
 
     Most evaluations work on small matrices, for which the synchronization of several BLAS
     threads costs more than it saves: on this book's models a refit is about three times
-    faster single-threaded.
+    faster single-threaded. For the largest model of the book (72,500 ratings, a dense block
+    L_22 of order 1114) two threads save 15-20% on an idle two-core machine, but take twice as
+    long as one thread when one other process computes, and ten times as long under heavier
+    load (``make benchmark``, "busy machine"): a fit keeps to one core.
     """
-    if cp.q2 >= THREADED_FROM:
-        return _optimize_theta(design, cp, reml, start)
     with single_blas_thread():
         return _optimize_theta(design, cp, reml, start)
 
@@ -272,6 +269,69 @@ def _optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.nda
     return OptimizerResult(theta, value, converged, message, evaluations)
 
 
+IDENTIFIED_CURVATURE = 1e-8  # relative: a smaller eigenvalue of the scaled Hessian is a flat direction
+
+
+def lme4_gradient_check(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> float | None:
+    """lme4's convergence test (``check.conv.grad``): max over the free entries of theta of
+    min(|R^{-1} g|, |g|), with g the criterion's gradient and R'R = H its Hessian (by central
+    differences of the analytic gradient). Entries held at their bound of 0 are not free.
+
+    None when H is not clearly positive definite: an eigenvalue of H in the units of
+    ``design.theta_scale`` at or below ``IDENTIFIED_CURVATURE`` times the largest (a direction
+    in which the criterion is flat, so that no scaled gradient is defined; lme4 says "unable to
+    evaluate scaled gradient" or "Hessian is numerically singular"). The relative threshold
+    keeps rounding noise in a flat direction from deciding the answer."""
+    free = ~((design.theta_lower == 0) & (theta == 0))
+    if not free.any():
+        return 0.0
+    _, g = criterion_and_gradient(theta, design, cp, reml)
+    columns = []
+    for j in np.flatnonzero(free):
+        h = 1e-5 * max(abs(theta[j]), 1e-2 * design.theta_scale[j])
+        up, down = theta.copy(), theta.copy()
+        up[j] += h
+        down[j] -= h
+        columns.append((criterion_and_gradient(up, design, cp, reml)[1]
+                        - criterion_and_gradient(down, design, cp, reml)[1])[free] / (2 * h))
+    H = np.array(columns)
+    H = 0.5 * (H + H.T)
+    scale = design.theta_scale[free]
+    curvatures = np.linalg.eigvalsh(H * np.outer(scale, scale))
+    if curvatures[0] <= IDENTIFIED_CURVATURE * curvatures[-1]:
+        return None
+    R = np.linalg.cholesky(H).T
+    return float(np.max(np.minimum(np.abs(np.linalg.solve(R, g[free])), np.abs(g[free]))))
+
+
+def warn_about_fit(fit: LmerFit, stacklevel: int) -> None:
+    """The warnings lme4 gives at fit time, issued ``stacklevel`` levels above the caller: a
+    ``ConvergenceWarning`` when the optimizer did not converge, or when a regular (not singular)
+    fit fails ``lme4_gradient_check`` (a scaled gradient above ``GRADIENT_TOLERANCE``, or a
+    criterion flat in some direction, whose parameters the data do not identify); a
+    ``SingularFitWarning`` for a fit on the boundary. The gradient test is not made on a
+    singular fit: there the criterion's Hessian in the boundary directions says nothing about
+    convergence (lme4 then often adds "unable to evaluate scaled gradient" to its boundary message)."""
+    if not fit.converged:
+        warnings.warn(f"the optimizer did not converge ({fit.message}); the estimates may not be the "
+                      "optimum: try another start, or a simpler model", ConvergenceWarning, stacklevel=stacklevel + 1)
+    elif not fit.is_singular:
+        with single_blas_thread():
+            gradient = lme4_gradient_check(fit.theta, fit.design, fit.cross_products, fit.reml)
+        if gradient is None:
+            warnings.warn("the criterion is flat in some direction at the estimates (its Hessian is singular), so "
+                          "some covariance parameters are not identified by the data and convergence cannot be "
+                          "checked; simplify the random effects", ConvergenceWarning, stacklevel=stacklevel + 1)
+        elif gradient > GRADIENT_TOLERANCE:
+            warnings.warn(f"model failed to converge with max|grad| = {gradient:.3g} (tol = {GRADIENT_TOLERANCE}): "
+                          "the scaled gradient at the estimates is not small; check the scales of the "
+                          "predictors, or refit from another start", ConvergenceWarning, stacklevel=stacklevel + 1)
+    if fit.is_singular:
+        warnings.warn("boundary (singular) fit: some variance is estimated as 0 or a correlation as +/-1 (see "
+                      "LmerFit.is_singular); the model may be too complex for the data",
+                      SingularFitWarning, stacklevel=stacklevel + 1)
+
+
 def lmer(formula: str, data: pd.DataFrame, reml: bool = True, *, start: np.ndarray | None = None) -> LmerFit:
     """Fit a linear mixed model written as in lme4, e.g. ``"y ~ x + (x | g)"``.
 
@@ -284,8 +344,15 @@ def lmer(formula: str, data: pd.DataFrame, reml: bool = True, *, start: np.ndarr
     reml : fit by REML (default, as lme4) or by maximum likelihood (``reml=False``).
     start : starting value of theta (default: each relative covariance factor diagonal, 1 for the
         intercept and about 1 / rms(x) for a column x: lme4's identity in the units of the columns).
+
+    Warns as lme4 does (``warn_about_fit``): ``SingularFitWarning``, ``ConvergenceWarning``, and
+    at the design step ``RankDeficiencyWarning``, ``PredictorScaleWarning`` and
+    ``MissingValuesWarning`` (all in ``lmmnotes.checks``, subclasses of ``LmmWarning``).
     """
-    design = build_design(parse_formula(formula), data)
-    cp = CrossProducts.from_design(design)
-    opt = optimize_theta(design, cp, reml, start)
-    return LmerFit.from_theta(design, cp, reml, opt.theta, converged=opt.converged, message=opt.message)
+    with single_blas_thread():  # every step on one BLAS thread (see optimize_theta)
+        design = build_design(parse_formula(formula), data)
+        cp = CrossProducts.from_design(design)
+        opt = optimize_theta(design, cp, reml, start)
+        fit = LmerFit.from_theta(design, cp, reml, opt.theta, converged=opt.converged, message=opt.message)
+    warn_about_fit(fit, stacklevel=2)
+    return fit

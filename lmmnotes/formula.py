@@ -6,7 +6,10 @@ within the levels of ``group``, ``(expr || group)`` for uncorrelated ones. ``gro
 factor ``g``, an interaction ``a:b``, or a nesting ``a/b`` (short for ``a`` and ``a:b``).
 
 ``parse_formula`` splits the formula into the response, the fixed-effects right-hand side (for
-formulaic) and a tuple of :class:`RandomTerm`; nothing is evaluated here.
+formulaic), the ``offset(...)`` terms and a tuple of :class:`RandomTerm`; nothing is evaluated
+here. R's spelling is translated for formulaic by ``to_formulaic``: a dotted name
+(``Informed.liking``) is one name, ``^`` inside ``I()`` is a power, and a name that is a Python
+keyword (``yield``) is quoted. Redundant parentheses around a term are dropped, as R drops them.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import keyword
 import re
 from dataclasses import dataclass
 
+from .checks import DataError
 
-class FormulaError(ValueError):
+
+class FormulaError(DataError):
     """The formula cannot be read as an lme4 mixed-model formula."""
 
 
@@ -41,6 +46,7 @@ class ParsedFormula:
     response: str
     fixed: str
     random: tuple[RandomTerm, ...]
+    offsets: tuple[str, ...] = ()  # the expressions inside offset(...), for formulaic
 
 
 def _split_top_level(text: str, sep: str) -> list[str]:
@@ -89,21 +95,86 @@ def _quote_keywords(text: str) -> str:
     return "".join(p if p.startswith("`") else re.sub(r"\b[A-Za-z_]\w*\b", quote, p) for p in pieces)
 
 
+# an R name with a dot in it (not a call such as np.log(x), not a number such as 0.5)
+_DOTTED_NAME = re.compile(r"(?<![\w.`])([A-Za-z][\w]*(?:\.[\w]*)+|\.[A-Za-z_][\w.]*)(?![\w.]*\s*\()")
+
+
+def _quote_dotted(text: str) -> str:
+    """Backtick-quote R names with dots (``Informed.liking``), which formulaic would read as an
+    attribute; names already in backticks are left alone."""
+    pieces = re.split(r"(`[^`]*`)", text)
+    return "".join(p if p.startswith("`") else _DOTTED_NAME.sub(r"`\1`", p) for p in pieces)
+
+
+def to_formulaic(text: str) -> str:
+    """An R formula expression written as formulaic reads it (module docstring); ``as.factor(x)``
+    is ``factor(x)``."""
+    text = re.sub(r"(?<![\w.])as\.factor\(", "factor(", text)  # R's other spelling of factor()
+    return _quote_keywords(_quote_dotted(_r_powers(text)))
+
+
+def _strip_parentheses(term: str) -> str:
+    """``((1 | g))`` -> ``(1 | g)``; ``(x)`` -> ``x``: parentheses around a whole term mean nothing,
+    except the one pair that a random-effects term needs."""
+    while term.startswith("(") and term.endswith(")") and len(_split_top_level(term[1:-1], ")")) == 1:
+        inner = term[1:-1].strip()
+        try:
+            _split_top_level(inner, "+")  # balanced inside: the outer pair encloses the whole term
+        except FormulaError:
+            break
+        if "|" in inner and not (inner.startswith("(") and inner.endswith(")")):
+            break  # (expr | g): keep the pair that makes it a random-effects term
+        term = inner
+    return term
+
+
+_FACTOR_CALL = re.compile(r"^(?:factor|as\.factor)\(\s*(.+?)\s*\)$")
+
+
+def _group_name(name: str) -> str:
+    """A grouping factor's column: ``g``, ```a b``` or ``factor(g)`` (a grouping factor is a factor
+    already) -> the column's name."""
+    name = name.strip()
+    call = _FACTOR_CALL.match(name)
+    if call:
+        name = call.group(1)
+    if name.startswith("`") and name.endswith("`") and len(name) > 2 and name.count("`") == 2:
+        return name[1:-1]
+    if not re.fullmatch(r"[A-Za-z_.][\w.]*", name):
+        raise FormulaError(
+            f"cannot read {name!r} as a grouping factor: use column names joined by ':' or '/', e.g. "
+            "(1 | school) or (1 | lab/technician), with `backticks` around a name with spaces"
+        )
+    return name
+
+
 def _expand_group(group: str) -> list[tuple[str, ...]]:
     """``a/b/c`` -> [(a,), (a, b), (a, b, c)]; ``a:b`` -> [(a, b)]; ``a`` -> [(a,)]."""
-    nested = [g.strip() for g in group.split("/")]
+    nested = [g.strip() for g in _split_outside_backticks(group, "/")]
     if any(not g for g in nested):
         raise FormulaError(f"cannot read the grouping factor {group!r}")
     out = []
     for depth in range(1, len(nested) + 1):
-        factors = tuple(f.strip().strip("`") for part in nested[:depth] for f in part.split(":"))
-        if any(not f or not re.fullmatch(r"[\w.]+", f) for f in factors):
-            raise FormulaError(
-                f"grouping factor {group!r}: use column names joined by ':' or '/', "
-                "e.g. (1 | school) or (1 | lab/technician)"
-            )
-        out.append(factors)
+        out.append(tuple(_group_name(f) for part in nested[:depth] for f in _split_outside_backticks(part, ":")))
     return out if len(nested) > 1 else [out[-1]]
+
+
+def _split_outside_backticks(text: str, sep: str) -> list[str]:
+    """Split at ``sep`` outside backtick-quoted names and parentheses."""
+    parts, start, quoted, depth = [], 0, False, 0
+    for i, ch in enumerate(text):
+        if ch == "`":
+            quoted = not quoted
+        elif not quoted and ch in "()":
+            depth += 1 if ch == "(" else -1
+        elif ch == sep and not quoted and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+_OFFSET = re.compile(r"^offset\((.*)\)$", re.S)
 
 
 def _uncorrelated(expr: str) -> list[str]:
@@ -127,11 +198,23 @@ def parse_formula(formula: str) -> ParsedFormula:
     if "~" in rhs:
         raise FormulaError(f"the formula {formula!r} has more than one '~'")
 
+    if re.search(r"(?<![\w.`])\.(?![\w.])", rhs):
+        raise FormulaError(
+            f"the formula {formula!r} uses '.' (all other columns), which lmmnotes does not expand: "
+            "name the columns, e.g. 'y ~ x1 + x2 + (1 | g)'"
+        )
     fixed_parts: list[str] = []
+    offsets: list[str] = []
     random: list[RandomTerm] = []
     for part in _split_top_level(rhs, "+"):
-        term = part.strip()
+        term = _strip_parentheses(part.strip())
         if not term:
+            continue
+        offset = _OFFSET.match(term)
+        if offset:
+            if not offset.group(1).strip():
+                raise FormulaError(f"the term {term!r} needs a column, e.g. offset(log(exposure))")
+            offsets.append(to_formulaic(offset.group(1).strip()))
             continue
         inner = term[1:-1] if term.startswith("(") and term.endswith(")") else None
         if inner is not None and "|" in inner and len(_split_top_level(inner, "|")) > 1:
@@ -149,7 +232,7 @@ def parse_formula(formula: str) -> ParsedFormula:
                 )
             exprs = [expr] if correlated else _uncorrelated(expr)
             for factors in _expand_group(group):
-                random.extend(RandomTerm(_quote_keywords(_r_powers(e)), factors) for e in exprs)
+                random.extend(RandomTerm(to_formulaic(e), factors) for e in exprs)
         elif "|" in term:
             raise FormulaError(
                 f"the term {term!r} uses '|' outside parentheses; write random effects as (expr | group)"
@@ -161,7 +244,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     # A right-hand side of only "0" or "-1" leaves no columns: formulaic reads "0" fine.
     return ParsedFormula(
         formula=formula,
-        response=_quote_keywords(_r_powers(response)),
-        fixed=_quote_keywords(_r_powers(fixed)),
+        response=to_formulaic(response),
+        fixed=to_formulaic(fixed),
         random=tuple(random),
+        offsets=tuple(offsets),
     )

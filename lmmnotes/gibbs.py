@@ -13,14 +13,36 @@ Parameterizations. :math:`\mathrm{InvGamma}(\alpha, \beta)` has density proporti
 :math:`|D|^{-(\nu+p+1)/2} \exp\{-\operatorname{tr}(S D^{-1})/2\}` (mean :math:`S/(\nu-p-1)` for
 :math:`\nu > p+1`); for :math:`p = 1` it is :math:`\mathrm{InvGamma}(\nu/2, S/2)`.
 
-Default priors are proper and weakly informative, scaled to the data so that they mean the same
-thing whatever the units of the response: with :math:`s^2` the sample variance of y, every variance
-gets :math:`\mathrm{InvGamma}(1, s^2/20)` (prior median about :math:`0.07 s^2`, no prior mean, a
-heavy right tail, density zero at 0), a covariance block of a term with columns
-:math:`x_1, \dots, x_p` gets :math:`\mathrm{InvWishart}(p+1, S)` with
-:math:`S = \operatorname{diag}(s^2 / (10\, v_j))`, :math:`v_j` the variance of :math:`x_j` (1 for the
-intercept column) -- the same as the inverse gamma for :math:`p = 1`, and uniform on each
-correlation -- and locations get :math:`N(0, 10^6)`. Pass your own to change them; the book's
+Default priors are proper and weakly informative, and scaled to the data in location and in scale,
+so that they say the same thing whatever the units of the response and of the covariates. With
+:math:`\bar y` the mean and :math:`s^2` the sample variance of y (1 if y is constant), and
+:math:`v_j` the variance (divisor n) of the model matrix's column :math:`x_j` (1 for a constant
+column such as the intercept's):
+
+* every variance gets :math:`\mathrm{InvGamma}(1, s^2/20)` (prior median about :math:`0.07 s^2`, no
+  prior mean, a heavy right tail, density zero at 0);
+* a covariance block of a term with columns :math:`x_1, \dots, x_p` gets
+  :math:`\mathrm{InvWishart}(p+1, S)` with :math:`S = \operatorname{diag}(s^2 / (10\, v_j))` -- the same
+  as the inverse gamma for :math:`p = 1`, and uniform on each correlation;
+* the locations get normal priors whose standard deviations are :math:`K^{1/2} = 100` times the
+  data's own scale, :math:`K = 10^4` (``VAGUE``). In ``one_way``, :math:`\mu \sim N(\bar y, K s^2)`. In
+  ``lmm``, when X has an intercept column ``(Intercept)``, the prior is put on the coefficients of
+  the centred columns, as rstanarm does: the intercept at the columns' means,
+  :math:`\alpha = \beta_0 + \sum_{j \ge 1} \bar x_j \beta_j \sim N(\bar y, K s^2)`, and each other
+  coefficient :math:`\beta_j \sim N(0, K s^2 / v_j)`, all independent. On :math:`\beta` itself this
+  is :math:`N(m, V)` with :math:`m = (\bar y, 0, \dots, 0)` and :math:`V = A\,\operatorname{diag}(K s^2,
+  K s^2/v_1, \dots)\,A^\top`, :math:`A` the identity but for :math:`A_{0j} = -\bar x_j`: the intercept's
+  prior widens with the distance of the columns' means from 0. Without an intercept column the
+  model's origin is meaningful, and the prior is :math:`\beta_j \sim N(0, K \overline{y^2} / \overline{x_j^2})`
+  (second moments about 0).
+
+So the defaults follow the data: replacing y by :math:`c y + d` (:math:`c > 0`) replaces the
+posterior of :math:`\mu` (of the intercept) by that of :math:`c\mu + d`, of every other fixed effect
+and random effect :math:`\beta` by that of :math:`c\beta`, and of every variance by :math:`c^2` times
+it; replacing a column :math:`x_j` by :math:`c x_j` divides its coefficient by c (and scales the
+variances of its random slopes by :math:`1/c^2`). With the same seed the draws themselves move so,
+to rounding error, since the starting values follow the data too. An explicit prior argument
+replaces the corresponding default, and is used as given, in the units of the data. The book's
 chapters 12 and 13 show when the choice matters (few groups).
 
 Chains are reproducible from ``seed`` and independent: chain k uses the k-th child of
@@ -40,7 +62,8 @@ with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.0 refactor on the 
     warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing", category=FutureWarning)
     import arviz as az
 
-from .checks import DataError, require_columns, require_frame, require_numeric
+from .checks import (DataError, drop_incomplete_rows, require_columns, require_finite, require_frame,
+                     require_numeric)
 from .design import Design, build_design, factor_codes
 from .fit import single_blas_thread
 from .formula import parse_formula
@@ -105,8 +128,28 @@ class Posterior:
 # Checks and random numbers
 
 
-def _positive(name: str, value: float) -> float:
-    value = float(value)
+VAGUE = 1e4  # the default prior variance of a location, in the data's units (see the module docstring)
+
+
+def _number(name: str, value) -> float:
+    """``value`` as a float, or DataError naming the argument."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or not np.ndim(value) == 0:
+        raise DataError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be a number, got {value!r}") from None
+
+
+def _finite(name: str, value) -> float:
+    value = _number(name, value)
+    if not np.isfinite(value):
+        raise DataError(f"{name} must be a finite number, got {value}; it is a parameter of a prior")
+    return value
+
+
+def _positive(name: str, value) -> float:
+    value = _number(name, value)
     if not np.isfinite(value) or value <= 0:
         raise DataError(f"{name} must be a positive number, got {value}; it is a shape, scale or variance of a prior")
     return value
@@ -115,6 +158,12 @@ def _positive(name: str, value: float) -> float:
 def _response_variance(y: np.ndarray) -> float:
     """var(y), the unit of the default prior scales (1 for a constant response)."""
     return float(np.var(y, ddof=1)) if np.var(y) > 0 else 1.0
+
+
+def _column_variances(X: np.ndarray) -> np.ndarray:
+    """The variance (divisor n) of each column of X, 1 for a constant column (the intercept's)."""
+    constant = np.ptp(X, axis=0) == 0
+    return np.where(constant, 1.0, X.var(axis=0))
 
 
 def _scale(name: str, value: float | None, s2y: float) -> float:
@@ -174,7 +223,8 @@ def _draw_covariance(rng: np.random.Generator, df: float, S: np.ndarray, b: np.n
 # The one-way model
 
 
-def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float = 0.0, mu_var: float = 1e6,
+def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | None = None,
+            mu_var: float | None = None,
             group_shape: float = 1.0, group_scale: float | None = None, resid_shape: float = 1.0,
             resid_scale: float | None = None, n_iter: int = 2000, n_warmup: int | None = None,
             n_chains: int = 4, thin: int = 1, seed=None, update: str = "blocked") -> Posterior:
@@ -201,13 +251,23 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float = 0
     Parameters
     ----------
     data, response, group : the data, the numeric response column and the grouping column
-        (any dtype; unbalanced groups are fine; unused categories are dropped).
-    mu_mean, mu_var : the normal prior of mu (mean and variance).
+        (any dtype; unbalanced groups are fine). Rows with a missing response or group are
+        dropped with a :class:`~lmmnotes.checks.MissingValuesWarning` (as R's na.omit); an
+        infinite response is a DataError; a category of a categorical group with no rows at all
+        is a DataError.
+    mu_mean, mu_var : the normal prior of mu, :math:`N(m_0, v_0)`. Both None (the default): the
+        scaled default :math:`m_0 = \bar y`, :math:`v_0 = 10^4 s^2` (``VAGUE`` times the sample
+        variance of y; see the module docstring). ``mu_var`` given alone: :math:`m_0 = 0`, the prior
+        :math:`N(0, \text{mu\_var})`; ``mu_mean`` given alone: :math:`v_0 = 10^4 s^2`.
     group_shape, group_scale, resid_shape, resid_scale : inverse gamma priors of sigma2_group and
-        sigma2_resid; a scale of None means var(y)/20.
+        sigma2_resid; a scale of None means :math:`s^2/20`. Every prior parameter must be a finite
+        number (shapes, scales and variances positive), else DataError naming it.
     n_iter : iterations per chain, warm-up included; n_warmup (default n_iter // 2) are discarded,
         and of the rest every ``thin``-th is kept.
     n_chains, seed : chains are vectorized; chain k draws from the k-th child of SeedSequence(seed).
+
+    The priors used are recorded in ``priors`` (``mu_mean`` and ``mu_var`` as numbers also when
+    they are the defaults).
 
     Returns a :class:`Posterior` with columns ``mu``, ``sigma2_group``, ``sigma2_resid`` and
     ``a[level]`` for each group level.
@@ -218,20 +278,16 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float = 0
     if update not in ("blocked", "single"):
         raise DataError(f"update must be 'blocked' or 'single', got {update!r}")
     n_iter, n_warmup, n_chains, thin = _check_iterations(n_iter, n_warmup, n_chains, thin)
-    frame = data[[response, group]]
-    if frame.isna().any().any():
-        raise DataError(f"{int(frame.isna().any(axis=1).sum())} rows have a missing {response!r} or {group!r}; "
-                        f"drop them first, e.g. data.dropna(subset=[{response!r}, {group!r}])")
-    y = frame[response].to_numpy(dtype=float)
-    if not np.all(np.isfinite(y)):
-        raise DataError(f"the response {response!r} has non-finite values; remove those rows")
-    g = frame[group]
+    g = data[group]
     if isinstance(g.dtype, pd.CategoricalDtype):
         empty = [str(c) for c, k in g.value_counts(sort=False).items() if k == 0]
         if empty:
             raise DataError(f"the group(s) {', '.join(empty)} of {group!r} have no observations; drop the unused "
                             f"categories first, e.g. data[{group!r}].cat.remove_unused_categories()")
-    codes, levels = factor_codes(frame, (group,))  # levels in lmer's order
+    frame = drop_incomplete_rows(data, [response, group], stacklevel=2)  # the warning names the caller's line
+    require_finite(frame, [response, group])
+    y = frame[response].to_numpy(dtype=float)
+    codes, levels = factor_codes(frame, (group,))  # levels in lmer's order, observed levels only
     m = len(levels)
     if m < 2:
         raise DataError(f"the grouping column {group!r} has {m} level; the one-way model needs at least 2 groups")
@@ -244,7 +300,8 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float = 0
     ssw = float(np.sum((y - ybar[codes]) ** 2))
     s2y = _response_variance(y)
     priors = {
-        "mu_mean": float(mu_mean), "mu_var": _positive("mu_var", mu_var),
+        "mu_mean": (float(np.mean(y)) if mu_var is None else 0.0) if mu_mean is None else _finite("mu_mean", mu_mean),
+        "mu_var": _positive("mu_var", VAGUE * s2y if mu_var is None else mu_var),
         "group_shape": _positive("group_shape", group_shape),
         "group_scale": _scale("group_scale", group_scale, s2y),
         "resid_shape": _positive("resid_shape", resid_shape),
@@ -329,6 +386,9 @@ def one_way_exact(data: pd.DataFrame, response: str, group: str, *, mu_mean: flo
     require_frame(data)
     require_columns(data, [response, group])
     require_numeric(data, response)
+    mu_mean, mu_var = _finite("mu_mean", mu_mean), _positive("mu_var", mu_var)
+    group_shape, group_scale = _positive("group_shape", group_shape), _positive("group_scale", group_scale)
+    resid_shape, resid_scale = _positive("resid_shape", resid_shape), _positive("resid_scale", resid_scale)
     y = data[response].to_numpy(dtype=float)
     _, codes = np.unique(data[group].astype(str).to_numpy(), return_inverse=True)
     n = np.bincount(codes).astype(float)
@@ -383,9 +443,151 @@ def _posterior(draws: np.ndarray, names: list[str], model: str, priors: dict, n_
 
 
 def _default_cov_scale(term, s2y: float) -> np.ndarray:
-    v = term.X.var(axis=0)
-    v = np.where(v > 1e-12 * max(1.0, v.max()), v, 1.0)  # the intercept column (constant) counts as 1
-    return np.diag(s2y / (10 * v))
+    return np.diag(s2y / (10 * _column_variances(term.X)))
+
+
+@dataclass(frozen=True)
+class _FixefPrior:
+    """The normal prior of beta as the sampler uses it: its precision and precision times mean, and
+    what ``Posterior.priors`` records (``mean`` and ``var``, numbers or lists)."""
+
+    precision: np.ndarray  # (p, p)
+    h: np.ndarray  # (p,), precision @ mean
+    mean: object
+    var: object
+
+
+def _default_fixef_prior(X: np.ndarray, names: list[str], y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, covariance and precision of the default prior of beta (see the module docstring).
+
+    With an intercept column k, beta = A gamma, gamma = (alpha at k, the other beta_j), alpha the
+    intercept at the columns' means: A is the identity but for A[k, j] = -xbar_j, and gamma ~
+    N((ybar at k, 0, ...), G), G = diag(K s2, K s2 / v_j). So V = A G A' and V^-1 = B' G^-1 B with
+    B = A^-1, the identity but for B[k, j] = +xbar_j.
+    """
+    p = X.shape[1]
+    mean = np.zeros(p)
+    intercept = [j for j, name in enumerate(names) if name == "(Intercept)" and np.all(X[:, j] == 1)]
+    if intercept:
+        k = intercept[0]
+        others = np.array([j for j in range(p) if j != k], dtype=int)
+        s2y = _response_variance(y)
+        g = np.full(p, VAGUE * s2y)
+        g[others] /= _column_variances(X[:, others])
+        B = np.eye(p)
+        B[k, others] = X[:, others].mean(axis=0)
+        A = np.eye(p)
+        A[k, others] = -B[k, others]
+        mean[k] = float(np.mean(y))
+        return mean, (A * g) @ A.T, (B.T / g) @ B
+    second = np.mean(X * X, axis=0)
+    g = VAGUE * (float(np.mean(y * y)) or 1.0) / np.where(second > 0, second, 1.0)
+    return mean, np.diag(g), np.diag(1.0 / g)
+
+
+def _fixef_prior(fixef_mean, fixef_var, X: np.ndarray, names: list[str], y: np.ndarray) -> _FixefPrior:
+    """The prior of beta from the arguments of ``lmm``: numbers, per-coefficient arrays (and a
+    covariance matrix for ``fixef_var``) or None for the defaults."""
+    p = len(names)
+    listed = ", ".join(names)
+    for name, value in (("fixef_mean", fixef_mean), ("fixef_var", fixef_var)):
+        if isinstance(value, (dict, pd.Series)):
+            raise DataError(f"{name} must be a number or an array with one entry per fixed effect, in the order "
+                            f"{listed}; got a {type(value).__name__}")
+
+    def per_coefficient(name: str, value) -> np.ndarray:
+        try:
+            array = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise DataError(f"{name} must be a number or an array of numbers, got {value!r}") from None
+        if array.ndim > 1 or (array.ndim == 1 and array.shape[0] != p):
+            raise DataError(f"{name} must be a number or have one entry per fixed effect ({p}: {listed}), "
+                            f"got shape {array.shape}")
+        if not np.all(np.isfinite(array)):
+            raise DataError(f"{name} must be finite, got {array.tolist()}; it is a parameter of a prior")
+        return np.broadcast_to(array, (p,)).copy()
+
+    def recorded(value, array: np.ndarray):
+        return float(array[0]) if np.ndim(value) == 0 else array.tolist()
+
+    if fixef_var is None:
+        default_mean, V, precision = _default_fixef_prior(X, names, y)
+        if fixef_mean is None:
+            mean, record_mean = default_mean, default_mean.tolist()
+        else:
+            mean = per_coefficient("fixef_mean", fixef_mean)
+            record_mean = recorded(fixef_mean, mean)
+        return _FixefPrior(precision, precision @ mean, record_mean, V.tolist())
+    mean = np.zeros(p) if fixef_mean is None else per_coefficient("fixef_mean", fixef_mean)
+    record_mean = 0.0 if fixef_mean is None else recorded(fixef_mean, mean)
+    try:
+        var = np.asarray(fixef_var, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"fixef_var must be a positive number or an array of them, got {fixef_var!r}") from None
+    if var.ndim == 2:  # a covariance matrix
+        if var.shape != (p, p) or not np.all(np.isfinite(var)) or not np.allclose(var, var.T) \
+                or np.any(np.linalg.eigvalsh(var) <= 0):
+            raise DataError(f"fixef_var as a matrix must be a finite symmetric positive definite {p} x {p} matrix "
+                            f"(rows and columns {listed}), got {var.tolist()}")
+        precision = np.linalg.inv(var)
+        return _FixefPrior(precision, precision @ mean, record_mean, var.tolist())
+    if var.ndim == 0:
+        diag = np.full(p, _positive("fixef_var", fixef_var))
+    else:
+        diag = per_coefficient("fixef_var", var)
+        if np.any(diag <= 0):
+            raise DataError(f"fixef_var must be positive, got {diag.tolist()}; it is the variance of a prior")
+    return _FixefPrior(np.diag(1.0 / diag), mean / diag, record_mean, recorded(fixef_var, diag))
+
+
+def _term_priors(design: Design, priors: dict, cov_df, cov_scale, s2y: float) -> list:
+    """(df, S) of each random-effects term's prior; records the vector terms' in ``priors``.
+
+    ``cov_df`` and ``cov_scale`` apply to the terms with more than one column; ``cov_scale`` may be
+    a dict keyed by those terms' grouping factors. An unknown key, or either argument given for a
+    model with no such term, is a DataError."""
+    vector = [t.group for t in design.terms if t.p > 1]
+    scalar = [t.group for t in design.terms if t.p == 1]
+    hint = "the prior of a term with one column, such as (1 | g), is InvGamma(var_shape, var_scale)"
+    for name, value in (("cov_df", cov_df), ("cov_scale", cov_scale)):
+        if value is not None and not vector:
+            raise DataError(f"{name} is the inverse Wishart prior of a term with more than one column, such as "
+                            f"(x | g), and this model has none; {hint}")
+    if cov_df is not None:
+        cov_df = _finite("cov_df", cov_df)
+    if isinstance(cov_scale, (dict, pd.Series)):
+        unknown = [key for key in cov_scale if key not in vector]
+        if unknown:
+            scalar_keys = [key for key in unknown if key in scalar]
+            raise DataError(
+                f"cov_scale has the key(s) {', '.join(map(repr, unknown))}, which name no term with more than one "
+                f"column; its keys are grouping factors of such terms: {', '.join(map(repr, vector))}"
+                + (f" ({', '.join(map(repr, scalar_keys))} has only a scalar term: {hint})" if scalar_keys else "")
+            )
+    term_priors = []
+    for t in design.terms:
+        if t.p == 1:
+            term_priors.append((priors["var_shape"], np.array([[priors["var_scale"]]])))
+            continue
+        df = t.p + 1.0 if cov_df is None else cov_df
+        if not df > t.p - 1:
+            raise DataError(f"cov_df must exceed p - 1 = {t.p - 1} for the term ({t.term.expr} | {t.group}), got {df}")
+        S = cov_scale.get(t.group) if isinstance(cov_scale, (dict, pd.Series)) else cov_scale
+        if S is None:
+            S = _default_cov_scale(t, s2y)
+        else:
+            try:
+                S = np.atleast_2d(np.asarray(S, dtype=float))
+            except (TypeError, ValueError):
+                raise DataError(f"cov_scale for the term ({t.term.expr} | {t.group}) must be a matrix of numbers, "
+                                f"got {S!r}") from None
+        if S.shape != (t.p, t.p) or not np.all(np.isfinite(S)) or not np.allclose(S, S.T) \
+                or np.any(np.linalg.eigvalsh(S) <= 0):
+            raise DataError(f"cov_scale for the term ({t.term.expr} | {t.group}) must be a symmetric positive "
+                            f"definite {t.p} x {t.p} matrix (columns {', '.join(t.columns)}), got {S.tolist()}")
+        term_priors.append((df, S))
+        priors[f"cov_df[{t.group}]"], priors[f"cov_scale[{t.group}]"] = df, S.tolist()
+    return term_priors
 
 
 def _cov_names(design: Design) -> list[str]:
@@ -400,14 +602,15 @@ def _cov_names(design: Design) -> list[str]:
     return names
 
 
-def lmm(formula: str, data: pd.DataFrame, *, fixef_mean: float = 0.0, fixef_var: float = 1e6,
+def lmm(formula: str, data: pd.DataFrame, *, fixef_mean=None, fixef_var=None,
         var_shape: float = 1.0, var_scale: float | None = None, cov_df: float | None = None,
         cov_scale=None, resid_shape: float = 1.0, resid_scale: float | None = None,
         n_iter: int = 2000, n_warmup: int | None = None, n_chains: int = 4, thin: int = 1,
         seed=None) -> Posterior:
     r"""Gibbs sampler for the linear mixed model of an lme4 formula,
     :math:`y = X\beta + Zb + e`, :math:`e \sim N(0, \sigma^2 I)`, with priors
-    :math:`\beta \sim N(\text{fixef\_mean}, \text{fixef\_var}\, I)`; for each random-effects term k
+    :math:`\beta \sim N(m, V)` (``fixef_mean`` and ``fixef_var``, or the defaults below); for each
+    random-effects term k
     (levels :math:`j = 1..l_k`, :math:`p_k` columns) :math:`b_{kj} \sim N(0, D_k)` independently, with
     :math:`D_k \sim \mathrm{InvGamma}(\text{var\_shape}, \text{var\_scale})` when :math:`p_k = 1` and
     :math:`D_k \sim \mathrm{InvWishart}(\text{cov\_df}, \text{cov\_scale})` otherwise; and
@@ -418,16 +621,30 @@ def lmm(formula: str, data: pd.DataFrame, *, fixef_mean: float = 0.0, fixef_var:
     iteration draws
 
     * :math:`\theta = (\beta, b)` jointly from :math:`N(Q^{-1}h, Q^{-1})` with
-      :math:`Q = C^\top C/\sigma^2 + \operatorname{blockdiag}(I/\text{fixef\_var}, I_{l_1}\otimes D_1^{-1}, \dots)`,
-      :math:`C = [X\ Z]` and :math:`h = C^\top y/\sigma^2 + (\text{fixef\_mean}/\text{fixef\_var}, 0)`,
+      :math:`Q = C^\top C/\sigma^2 + \operatorname{blockdiag}(V^{-1}, I_{l_1}\otimes D_1^{-1}, \dots)`,
+      :math:`C = [X\ Z]` and :math:`h = C^\top y/\sigma^2 + (V^{-1}m, 0)`,
       through the Cholesky factor :math:`Q = LL^\top`: :math:`\theta = Q^{-1}h + L^{-\top}z`;
     * :math:`D_k \mid b \sim \mathrm{InvWishart}(\text{cov\_df} + l_k, \text{cov\_scale} + \sum_j b_{kj}b_{kj}^\top)`
       (:math:`\mathrm{InvGamma}(\text{var\_shape} + l_k/2, \text{var\_scale} + \tfrac12\sum_j b_{kj}^2)` for scalar terms);
     * :math:`\sigma^2 \mid \beta, b \sim \mathrm{InvGamma}(\text{resid\_shape} + n/2, \text{resid\_scale} + \tfrac12\|y - X\beta - Zb\|^2)`.
 
-    Defaults (see the module docstring): fixef N(0, 10^6); var_scale and resid_scale var(y)/20 with
-    shape 1; cov_df = p_k + 1 and cov_scale = diag(var(y) / (10 var(x_j))). ``cov_scale`` may be a
-    matrix (used for every vector term) or a dict from the grouping factor's name to a matrix.
+    Priors. ``fixef_mean`` and ``fixef_var`` give :math:`\beta \sim N(\text{fixef\_mean}, \text{fixef\_var})`:
+    each a number (the same for every coefficient; ``fixef_var`` a number v means :math:`vI`) or an
+    array with one entry per coefficient in the order of ``lmer``'s names (``fixef_var`` then the
+    diagonal), or for ``fixef_var`` a :math:`p \times p` covariance matrix. Both None (the default):
+    the prior scaled to the data of the module docstring -- with an intercept column, the intercept
+    at the columns' means :math:`\sim N(\bar y, 10^4 s^2)` and each other coefficient
+    :math:`\beta_j \sim N(0, 10^4 s^2 / v_j)`, :math:`s^2` the sample variance of y and :math:`v_j` the
+    variance of column :math:`x_j`; without one, :math:`\beta_j \sim N(0, 10^4\, \overline{y^2}/\overline{x_j^2})`.
+    ``fixef_var`` given alone: ``fixef_mean`` is 0; ``fixef_mean`` given alone: the default covariance.
+    var_scale and resid_scale default to :math:`s^2/20`, with shape 1; cov_df to :math:`p_k + 1` and
+    cov_scale to :math:`\operatorname{diag}(s^2 / (10 v_j))` (1 for the intercept's :math:`v_j`).
+    ``cov_df`` and ``cov_scale`` apply to the terms with more than one column; ``cov_scale`` may be a
+    matrix (used for every such term) or a dict from such a term's grouping factor (as ``lmer`` prints
+    it, ``a:b`` for nested factors) to a matrix, the others keeping the default. A key that names no
+    such term, either argument for a model without such terms, or a NaN or infinite prior parameter
+    is a DataError naming it. ``Posterior.priors`` records what was used: ``fixef_mean`` and
+    ``fixef_var`` as given, or for the defaults the mean vector and the covariance matrix (as lists).
 
     Returns a :class:`Posterior` with one column per fixed effect (named as in ``lmer``), then
     ``var[col|group]`` and ``cov[col1,col2|group]`` for each term's covariance matrix, then ``sigma2``.
@@ -439,30 +656,17 @@ def lmm(formula: str, data: pd.DataFrame, *, fixef_mean: float = 0.0, fixef_var:
     y, X = design.y, design.X
     n, p = X.shape
     s2y = _response_variance(y)
+    fixef = _fixef_prior(fixef_mean, fixef_var, X, list(design.x_names), y)
     priors = {
-        "fixef_mean": float(fixef_mean), "fixef_var": _positive("fixef_var", fixef_var),
+        "fixef_mean": fixef.mean, "fixef_var": fixef.var,
         "var_shape": _positive("var_shape", var_shape),
         "var_scale": _scale("var_scale", var_scale, s2y),
         "resid_shape": _positive("resid_shape", resid_shape),
         "resid_scale": _scale("resid_scale", resid_scale, s2y),
     }
-    term_priors = []
-    for t in design.terms:
-        if t.p == 1:
-            term_priors.append((priors["var_shape"], np.array([[priors["var_scale"]]])))
-            continue
-        df = t.p + 1.0 if cov_df is None else float(cov_df)
-        if not df > t.p - 1:
-            raise DataError(f"cov_df must exceed p - 1 = {t.p - 1} for the term ({t.term.expr} | {t.group}), got {df}")
-        S = cov_scale.get(t.group) if isinstance(cov_scale, dict) else cov_scale
-        S = _default_cov_scale(t, s2y) if S is None else np.atleast_2d(np.asarray(S, dtype=float))
-        if S.shape != (t.p, t.p) or not np.allclose(S, S.T) or np.any(np.linalg.eigvalsh(S) <= 0):
-            raise DataError(f"cov_scale for the term ({t.term.expr} | {t.group}) must be a symmetric positive "
-                            f"definite {t.p} x {t.p} matrix (columns {', '.join(t.columns)}), got {S.tolist()}")
-        term_priors.append((df, S))
-        priors[f"cov_df[{t.group}]"], priors[f"cov_scale[{t.group}]"] = df, S.tolist()
+    term_priors = _term_priors(design, priors, cov_df, cov_scale, s2y)
     with single_blas_thread():  # small matrices: BLAS threads cost more than they save
-        draws = [_lmm_chain(design, priors, term_priors, n_iter, n_warmup, thin, rng)
+        draws = [_lmm_chain(design, priors, term_priors, fixef, n_iter, n_warmup, thin, rng)
                  for rng in _chain_generators(seed, n_chains)]
     names = list(design.x_names) + _cov_names(design) + ["sigma2"]
     return _posterior(np.stack(draws), names, f"{formula}, Gibbs", priors, n_warmup, thin)
@@ -496,8 +700,8 @@ class _Blocks:
         return cls(Z1Z1, Z1y, RZ1, R.T @ R, R.T @ y, Z)
 
 
-def _lmm_chain(design: Design, priors: dict, term_priors: list, n_iter: int, n_warmup: int, thin: int,
-               rng: np.random.Generator) -> np.ndarray:
+def _lmm_chain(design: Design, priors: dict, term_priors: list, fixef: _FixefPrior, n_iter: int, n_warmup: int,
+               thin: int, rng: np.random.Generator) -> np.ndarray:
     """One chain of the lmm sampler; returns (kept draws, parameters).
 
     The normal draw of (b, beta) uses the blocked Cholesky factor of its precision Q,
@@ -519,14 +723,14 @@ def _lmm_chain(design: Design, priors: dict, term_priors: list, n_iter: int, n_w
         base = offset + np.arange(t.n_levels)[:, None, None] * t.p
         blocks.append(((base + i).ravel(), (base + j).ravel(), slice(q1 + offset, q1 + offset + t.n_levels * t.p)))
         offset += t.n_levels * t.p
-    beta_diag = np.arange(r - p, r)
     prior_h = np.zeros(r)
-    prior_h[r - p:] = priors["fixef_mean"] / priors["fixef_var"]
+    prior_h[r - p:] = fixef.h
     lower = [np.triu_indices(t.p)[::-1] for t in design.terms]  # column by column, as theta
     # Starting values: sigma2 and D_k around rough values from least squares, dispersed per chain.
     beta_ols, *_ = np.linalg.lstsq(X, y, rcond=None)
     s2 = float(np.var(y - X @ beta_ols)) * np.exp(0.5 * rng.standard_normal())
-    D = [np.diag(np.diag(S) / np.diag(S).max() * s2 * 0.5 * np.exp(0.5 * rng.standard_normal())) for _, S in term_priors]
+    # (D_k's start is diagonal, 0.5 s2 / var(x_j) for its columns: it follows the units of y and x.)
+    D = [np.diag(s2 * 0.5 * np.exp(0.5 * rng.standard_normal()) / _column_variances(t.X)) for t in design.terms]
     shape_e = priors["resid_shape"] + n / 2
     kept = (n_iter - n_warmup) // thin
     out = np.empty((kept, p + sum(t.n_theta for t in design.terms) + 1))
@@ -538,7 +742,7 @@ def _lmm_chain(design: Design, priors: dict, term_priors: list, n_iter: int, n_w
         L21 = np.einsum("rlj,lij->rli", cp.RZ1 / s2, L11inv)  # (r, l_1, p_1)
         L21m = L21.reshape(r, q1)
         Q22 = cp.RR / s2
-        Q22[beta_diag, beta_diag] += 1.0 / priors["fixef_var"]
+        Q22[r - p:, r - p:] += fixef.precision
         for (rows, cols, _), Dk, t in zip(blocks, D[1:], rest):
             Q22[rows, cols] += np.tile(np.linalg.inv(Dk).ravel(), t.n_levels)
         L22 = cholesky(Q22 - L21m @ L21m.T, lower=True, check_finite=False)

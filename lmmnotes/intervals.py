@@ -36,6 +36,8 @@ import pandas as pd
 from scipy import optimize, stats
 
 from .bootstrap import bootstrap
+from .checks import check_level, check_nsim, resolve_n_jobs
+from .checks import DataError
 from .criterion import _factorize
 from .fit import optimize_theta
 from .results import LmerFit
@@ -271,31 +273,33 @@ def confint(fit: LmerFit, method: str = "profile", level: float = 0.95, *, parm=
         ``"boot"`` (parametric bootstrap percentile intervals) or ``"wald"`` (fixed effects only).
     level : confidence level.
     parm : which parameters (default all): a name, a list of names or positions, or a slice.
-    nsim, seed, n_jobs : bootstrap size, seed of ``numpy.random.default_rng`` and processes
-        (``method="boot"`` only).
+    nsim, seed, n_jobs : bootstrap size (a whole number >= 1), seed of ``numpy.random.default_rng``
+        and processes (-1: all cores, as joblib) (``method="boot"`` only).
 
     Returns a DataFrame with one row per parameter (lme4's names) and the lower and upper limits
     as columns named like lme4's (``"2.5 %"``, ``"97.5 %"``).
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, got {level}")
+    level = check_level(level)
+    if not isinstance(method, str) or method.lower() not in ("profile", "boot", "wald"):
+        raise DataError(f"method must be 'profile', 'boot' or 'wald', got {method!r}")
     method = method.lower()
+    if method == "boot":  # the bootstrap's arguments, checked before anything is computed
+        nsim, n_jobs = check_nsim(nsim), resolve_n_jobs(n_jobs)
+    chosen = _selected(parameter_names(fit), parm)  # an unknown name is refused before the ML refit of a profile
     if method == "profile":
         return _profile_intervals(fit, level, parm)
-    chosen = _selected(parameter_names(fit), parm)
     if method == "boot":
         result = bootstrap(fit, all_parameters, nsim=nsim, seed=seed, n_jobs=n_jobs)
         out = result.percentile_interval(level)
         out.columns = _columns(level)
         return out.iloc[chosen]
-    if method == "wald":
-        z = stats.norm.ppf(0.5 + level / 2.0)
-        names = parameter_names(fit)
-        n_var = len(fit.theta) + 1
-        lower = np.full(len(names), np.nan)
-        upper = np.full(len(names), np.nan)
-        se = fit.stderr.to_numpy()
-        lower[n_var:] = fit.solution.beta - z * se
-        upper[n_var:] = fit.solution.beta + z * se
-        return pd.DataFrame({c: v for c, v in zip(_columns(level), (lower, upper))}, index=names).iloc[chosen]
-    raise ValueError(f"method must be 'profile', 'boot' or 'wald', got {method!r}")
+    # method == "wald"
+    z = stats.norm.ppf(0.5 + level / 2.0)
+    names = parameter_names(fit)
+    n_var = len(fit.theta) + 1
+    lower = np.full(len(names), np.nan)
+    upper = np.full(len(names), np.nan)
+    se = fit.stderr.to_numpy()
+    lower[n_var:] = fit.solution.beta - z * se
+    upper[n_var:] = fit.solution.beta + z * se
+    return pd.DataFrame({c: v for c, v in zip(_columns(level), (lower, upper))}, index=names).iloc[chosen]

@@ -34,6 +34,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy import stats
 
+from .checks import DataError
 from .design import column_space_coefficients
 from .results import LmerFit
 
@@ -145,6 +146,35 @@ def restriction_matrix(large: LmerFit, small_X: np.ndarray) -> np.ndarray:
     return scipy.linalg.null_space(B0.T).T if rank else np.eye(X.shape[1])
 
 
+def reduce_restriction(L, n_fixed: int) -> np.ndarray:
+    """An orthonormal basis of the row space of a restriction matrix ``L`` (one column per fixed
+    effect): L beta = 0 and the basis times beta = 0 are the same hypothesis, so zero rows and rows
+    that are combinations of others are dropped, and the number of rows left is the rank of L,
+    the numerator degrees of freedom (as pbkrtest, which uses the rank of L). The rank counts the
+    singular values above ``max(L.shape) * eps`` times the largest (numpy's ``matrix_rank``);
+    an L with no nonzero row is a DataError."""
+    try:
+        L = np.asarray(L, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"L must be a numeric matrix with one column per fixed effect ({n_fixed}), got "
+                        f"{type(L).__name__}; or pass the smaller model, a fit from lmmnotes.lmer") from None
+    if L.ndim == 1:
+        L = L[None, :]
+    if L.ndim != 2:
+        raise DataError(f"L must be a matrix (rows: combinations of the fixed effects), got an array of shape "
+                        f"{L.shape}")
+    if L.shape[1] != n_fixed:
+        raise DataError(f"L must have one column per fixed effect ({n_fixed}), got {L.shape[1]}")
+    if not np.all(np.isfinite(L)):
+        raise DataError("L has missing or infinite entries; every entry must be a finite number")
+    if L.shape[0] == 0 or not np.any(L):
+        raise DataError(f"L has no nonzero row (shape {L.shape}), so it restricts nothing; give at least one "
+                        "combination of the fixed effects to test, e.g. a row with 1 in the coefficient's column")
+    _, singular, Vt = np.linalg.svd(L, full_matrices=False)
+    rank = int(np.sum(singular > singular[0] * max(L.shape) * np.finfo(float).eps))
+    return Vt[:rank]
+
+
 def _moment_matching(Phi: np.ndarray, P: list[np.ndarray], W: np.ndarray, L: np.ndarray) -> tuple[float, float, float]:
     """pbkrtest's approximation: scaling lambda, denominator df m, and A2 (Kenward and Roger 1997, sec. 4)."""
     q = L.shape[0]
@@ -173,19 +203,19 @@ def kenward_roger(large: LmerFit, small) -> KenwardRogerTest:
     large : the larger model (fitted by REML; an ML fit is refitted by REML first).
     small : the smaller model with the same random effects, fitted to the same data (an
         ``LmerFit``), or directly the restriction matrix L (rows: linear combinations of the
-        larger model's fixed effects that are 0 under the null).
+        larger model's fixed effects that are 0 under the null). Zero rows and rows that are
+        combinations of others are dropped (``reduce_restriction``), so the numerator degrees of
+        freedom are the rank of L, as in pbkrtest.
     """
     if isinstance(small, LmerFit):
         if small.nobs != large.nobs or not np.allclose(small.design.y, large.design.y):
             raise ValueError("the two models were fitted to different data; fit both to the same rows")
         L = restriction_matrix(large, small.design.X)
     else:
-        L = np.atleast_2d(np.asarray(small, dtype=float))
-        if L.shape[1] != len(large.design.x_names):
-            raise ValueError(f"L must have one column per fixed effect ({len(large.design.x_names)}), got {L.shape[1]}")
+        L = reduce_restriction(small, len(large.design.x_names))  # full row rank: rows = rank
     fit = large.update(reml=True)
     Phi, P, W, Phi_A = _kr_pieces(fit)
-    q = np.linalg.matrix_rank(L)
+    q = L.shape[0]  # the rank of L
     Lb = L @ fit.solution.beta
     F = float(Lb @ np.linalg.solve(L @ Phi_A @ L.T, Lb)) / q
     scaling, m, _ = _moment_matching(Phi, P, W, L)

@@ -31,9 +31,10 @@ import pandas as pd
 from formulaic import Formula
 from scipy import stats
 
-from .checks import DataError, require_columns, require_frame
-from .design import FORMULA_FUNCTIONS, _matrix, _r_name, complete_rows, factor_codes
-from .formula import FormulaError, _quote_keywords, _r_powers, _split_top_level
+from .checks import DataError, require_frame
+from .design import _r_name, factor_codes
+from .formula import FormulaError, _split_top_level, to_formulaic
+from .model_frame import evaluate, formula_variables, kept_rows, model_frame
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def _split_formula(formula: str) -> tuple[str, str, str]:
             f"lmlist needs a formula 'response ~ predictors | group' with one '|' naming the grouping "
             f"column, e.g. 'log(income) ~ cyear | person'; got {formula!r}")
     group = pieces[1].strip()
-    return _quote_keywords(_r_powers(lhs.strip())), _quote_keywords(_r_powers(pieces[0].strip())), group
+    return to_formulaic(lhs.strip()), to_formulaic(pieces[0].strip()), group
 
 
 def lmlist(formula: str, data: pd.DataFrame) -> LmList:
@@ -148,22 +149,17 @@ def lmlist(formula: str, data: pd.DataFrame) -> LmList:
             f"the grouping column {group!r} (after '|' in {formula!r}) is not a column of the data; "
             f"the data has columns {', '.join(map(repr, data.columns))}")
     fixed = Formula(f"{response} ~ {predictors}")
-    used = set(fixed.required_variables) - set(FORMULA_FUNCTIONS)
-    require_columns(data, sorted(used))
-    frame = complete_rows(data, used | {group}, stacklevel=2)
-    try:
-        matrices = _matrix(fixed, frame)
-    except Exception as error:
-        raise DataError(f"could not build the model matrix of {response} ~ {predictors}: {error}") from error
-    y = matrices.lhs.to_numpy(dtype=float)
+    frame, complete = model_frame(data, formula_variables(response, predictors), groups=[group], stacklevel=2)
+    matrices = evaluate(fixed, frame, f"the model matrix of {response} ~ {predictors}")
+    y = kept_rows(matrices.lhs, complete)
     if y.shape[1] != 1 or not np.all(np.isfinite(y)):
         raise DataError(f"the response {response!r} must be one numeric column with finite values "
                         "(e.g. no log of 0)")
     y = y.ravel()
-    X = matrices.rhs.to_numpy(dtype=float)
+    X = kept_rows(matrices.rhs, complete)
     names = [_r_name(c) for c in matrices.rhs.columns]
     p = X.shape[1]
-    codes, levels = factor_codes(frame, (group,))
+    codes, levels = factor_codes(frame.loc[complete], (group,))
 
     coef, cov, sigma_j, nobs = {}, {}, {}, {}
     rss_total, df_total = 0.0, 0

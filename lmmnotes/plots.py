@@ -62,7 +62,7 @@ def residual_plots(fit: LmerFit, level: str = "observation", axes=None):
             scale, label = fit.sigma, "residual / sigma"
         else:
             fitted = fit.predict(re_form="~0").to_numpy()
-            resid = fit.design.y - fitted
+            resid = fit.design.response - fitted
             scale, label = resid.std(), "marginal residual / its SD"
         axes[0].scatter(fitted, resid, s=12, alpha=0.7)
         axes[0].axhline(0.0, color="grey", lw=0.8)

@@ -34,14 +34,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .checks import check_level, check_nsim
+from .checks import DataError
 from .results import LmerFit
 
 
-def _new_effects(fit: LmerFit, matrices: tuple, rng: np.random.Generator) -> np.ndarray:
+def _new_effects(fit: LmerFit, matrices, rng: np.random.Generator) -> np.ndarray:
     """z_0' b_new for each row: a fresh random effect for every term whose level is new."""
-    _, terms = matrices
-    out = np.zeros(len(matrices[0]))
-    for t, s, (Xt, _, known) in zip(fit.design.terms, fit.design.theta_slices, terms):
+    out = np.zeros(len(matrices.X))
+    for t, s, (Xt, _, known) in zip(fit.design.terms, fit.design.theta_slices, matrices.terms):
         if not known.all():
             T = fit.sigma * t.template(fit.theta[s])  # b_new = T e, e ~ N(0, I): covariance sigma^2 T T'
             b = rng.standard_normal((len(Xt), t.p)) @ T.T
@@ -49,11 +50,10 @@ def _new_effects(fit: LmerFit, matrices: tuple, rng: np.random.Generator) -> np.
     return out
 
 
-def _known_effects(fit: LmerFit, matrices: tuple, u: np.ndarray) -> np.ndarray:
+def _known_effects(fit: LmerFit, matrices, u: np.ndarray) -> np.ndarray:
     """z_0' b for each row from spherical effects u (b = Lambda u), over the levels seen in the fit."""
-    _, terms = matrices
-    out, start = np.zeros(len(matrices[0])), 0
-    for t, s, (Xt, rows, known) in zip(fit.design.terms, fit.design.theta_slices, terms):
+    out, start = np.zeros(len(matrices.X)), 0
+    for t, s, (Xt, rows, known) in zip(fit.design.terms, fit.design.theta_slices, matrices.terms):
         size = t.n_levels * t.p
         b = u[start:start + size].reshape(t.n_levels, t.p) @ t.template(fit.theta[s]).T
         out += np.where(known, np.sum(Xt * b[rows], axis=1), 0.0)
@@ -68,11 +68,11 @@ def _draw_parts(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.G
 
     Per draw the random numbers are taken in this order: u* (q), the errors of y* (n), the fresh
     effects (``_new_effects``), the new errors (one per row)."""
-    matrices = fit.prediction_matrices(newdata)  # built once; only beta and b change between refits
-    X = matrices[0]
-    prediction = fit._predict_with(matrices)
-    fixed = X @ fit.solution.beta
-    mean = fit.design.X @ fit.solution.beta
+    # built once (only beta and b change between refits); new levels are drawn here, not set to 0
+    matrices = fit.prediction_matrices(newdata, allow_new_levels=True)
+    prediction = fit._predict_with(matrices)  # the offset included
+    fixed = matrices.offset + matrices.X @ fit.solution.beta
+    mean = fit.offset + fit.design.X @ fit.solution.beta
     Z, Lam = fit.design.Z(), fit.design.Lambda(fit.theta)
     q, n = len(fit.solution.u), fit.nobs
     parts = np.zeros((3, nsim, len(newdata)))
@@ -95,19 +95,22 @@ def prediction_interval(fit: LmerFit, newdata: pd.DataFrame, level: float = 0.95
     """Parametric bootstrap prediction intervals for new observations at the rows of ``newdata``.
 
     Rows whose groups were all seen in the fit are predicted for those groups; rows with a new
-    level of some grouping factor get a new random effect for it (module docstring).
+    level of some grouping factor get a new random effect for it (module docstring). ``level``
+    is the coverage, between 0 and 1; ``nsim`` the number of bootstrap draws (a whole number >= 1);
+    ``seed`` the seed of ``numpy.random.default_rng``. ``newdata`` is not modified.
 
     Returns a DataFrame indexed like ``newdata`` with the point prediction ``fit``, the limits
     ``lower`` and ``upper``, and ``group`` ("known" or "new").
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, got {level}")
+    level = check_level(level)
+    nsim = check_nsim(nsim)
     if not isinstance(newdata, pd.DataFrame) or len(newdata) == 0:
-        raise ValueError("newdata must be a DataFrame with at least one row")
+        raise DataError("newdata must be a DataFrame with at least one row")
     rng = np.random.default_rng(seed)
-    _, terms = fit.prediction_matrices(newdata)  # raises if newdata lacks a grouping column
+    terms = fit.prediction_matrices(newdata, allow_new_levels=True).terms  # raises if newdata lacks a column
     known = np.logical_and.reduce([k for _, _, k in terms])  # every grouping level seen in the fit
     alpha = (1.0 - level) / 2.0
     lower, upper = np.quantile(_draws(fit, newdata, nsim, rng), [alpha, 1.0 - alpha], axis=0)
-    return pd.DataFrame({"fit": fit.predict(newdata).to_numpy(), "lower": lower, "upper": upper,
-                         "group": np.where(known, "known", "new")}, index=newdata.index)
+    point = fit.predict(newdata, allow_new_levels=True).to_numpy()
+    return pd.DataFrame({"fit": point, "lower": lower, "upper": upper, "group": np.where(known, "known", "new")},
+                        index=newdata.index)

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 
+from .checks import DataError, require_columns
 from .criterion import CrossProducts, PlsSolution, deviance_from_pls, inverse_blocks, pls
+from .datasets import level_labels
 from .design import Design, canonical_theta
+from .model_frame import apply_spec, conform, factor_calls, formula_variables, unseen_levels
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular(tol = 1e-4)
 
@@ -239,49 +243,83 @@ class LmerFit:
             out += np.sum(t.X * b[t.codes], axis=1)
         return out
 
+    @property
+    def offset(self) -> np.ndarray | float:
+        """The offset of each row used (the sum of the formula's ``offset(...)`` terms), 0.0 without one."""
+        return 0.0 if self.design.offset is None else self.design.offset
+
     def fitted(self) -> pd.Series:
-        """X beta + Z b, for the rows of the data the model used."""
-        return pd.Series(self.design.X @ self.solution.beta + self._Zb(), index=self.design.row_index, name="fitted")
+        """offset + X beta + Z b, for the rows of the data the model used."""
+        values = self.offset + self.design.X @ self.solution.beta + self._Zb()
+        return pd.Series(values, index=self.design.row_index, name="fitted")
 
     def residuals(self) -> pd.Series:
         """y - fitted: the conditional (within-group) residuals."""
-        return pd.Series(self.design.y, index=self.design.row_index).sub(self.fitted()).rename("residuals")
+        return pd.Series(self.design.y - self.design.X @ self.solution.beta - self._Zb(), index=self.design.row_index,
+                         name="residuals")
 
-    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None) -> pd.Series:
-        """Predictions with the random effects (default) or at the population level (``re_form="~0"``).
+    def predict(self, newdata: pd.DataFrame | None = None, re_form: str | None = None, *,
+                allow_new_levels: bool = False) -> pd.Series:
+        """Predictions with the random effects (default) or at the population level (``re_form="~0"``),
+        the offset included.
 
-        For ``newdata``, levels of a grouping factor not seen in the fit get random effects of
-        zero, i.e. the population-level prediction.
+        For ``newdata``, a level of a grouping factor not seen in the fit is an error, as in lme4;
+        with ``allow_new_levels=True`` it gets random effects of zero, i.e. the population-level
+        prediction. A level of a fixed-effects factor not seen in the fit is always an error.
         """
         population = _is_population_form(re_form)
         if newdata is None:
-            fixed = self.design.X @ self.solution.beta
+            fixed = self.offset + self.design.X @ self.solution.beta
             values = fixed if population else fixed + self._Zb()
             return pd.Series(values, index=self.design.row_index, name="predicted")
-        return pd.Series(self._predict_with(self.prediction_matrices(newdata, population)), index=newdata.index,
-                         name="predicted")
+        matrices = self.prediction_matrices(newdata, population, allow_new_levels=allow_new_levels)
+        return pd.Series(self._predict_with(matrices), index=newdata.index, name="predicted")
 
-    def prediction_matrices(self, newdata: pd.DataFrame, population: bool = False) -> tuple:
-        """X for ``newdata`` and, per term, (X_t, level row, level known) - reusable across refits."""
-        X = self.design.fixed_spec.get_model_matrix(newdata).to_numpy(dtype=float)
-        X = X[:, [list(self.design.fixed_spec.column_names).index(_formulaic_name(c)) for c in self.design.x_names]]
+    def prediction_matrices(self, newdata: pd.DataFrame, population: bool = False, *,
+                            allow_new_levels: bool = False) -> "PredictionMatrices":
+        """X and the offset for ``newdata`` and, per term, (X_t, level row, level known): what a
+        prediction needs besides beta and b, so reusable across refits (``prediction_interval``).
+
+        Checks ``newdata`` as ``predict`` describes: every column the model uses present, levels
+        of fixed factors seen in the fit, no missing grouping label, and levels of grouping
+        factors seen in the fit unless ``allow_new_levels``."""
+        if not isinstance(newdata, pd.DataFrame) or len(newdata) == 0:
+            raise DataError("newdata must be a pandas DataFrame with at least one row")
+        design = self.design
+        require_columns(newdata, design.fixed_variables, "newdata")
+        for name in design.fixed_variables:
+            if name in design.model_frame.columns and _is_factor(design.model_frame[name]):
+                _require_known_levels(design.model_frame[name], newdata[name], name, "fixed-effects factor")
+        for name in factor_calls(design.formula.fixed):
+            _require_known_levels(design.model_frame[name], newdata[name], f"factor({name})", "fixed-effects factor")
+        coded = conform(design.model_frame, newdata)  # factors coded as in the fit
+        X = apply_spec(design.fixed_spec, coded)
+        X = X[:, [list(design.fixed_spec.column_names).index(_formulaic_name(c)) for c in design.x_names]]
         terms = []
         if not population:
-            for t in self.design.terms:
-                missing = [f for f in t.term.factors if f not in newdata.columns]
-                if missing:
-                    raise ValueError(f"newdata lacks the grouping column(s) {missing}; add them or use re_form='~0'")
-                labels = newdata[list(t.term.factors)].astype(str).agg(":".join, axis=1)
-                idx = labels.map({level: i for i, level in enumerate(t.levels)})
-                known = idx.notna().to_numpy()
-                terms.append((t.model_matrix(newdata), np.where(known, idx.fillna(0).to_numpy(dtype=int), 0), known))
-        return X, terms
+            for t in design.terms:
+                require_columns(newdata, [*t.term.factors, *formula_variables(t.term.expr)], "newdata")
+                missing = newdata[list(t.term.factors)].isna().any(axis=1)
+                if missing.any():
+                    raise DataError(f"{int(missing.sum())} rows of newdata have no level of the grouping factor "
+                                    f"{t.group} (a missing value); give each row a level, or predict at the "
+                                    "population level with re_form='~0'")
+                index = t.level_index(newdata)
+                known = index >= 0
+                if not known.all() and not allow_new_levels:
+                    unseen = newdata.loc[~known, list(t.term.factors)]
+                    new = sorted(set(map(":".join, zip(*(level_labels(unseen[f]) for f in t.term.factors)))))
+                    raise DataError(f"newdata has levels of {t.group} that the fit has not seen: "
+                                    f"{', '.join(new[:5])}{', ...' if len(new) > 5 else ''}; pass "
+                                    "allow_new_levels=True to predict them at the population level (random "
+                                    "effects of 0), as lme4's allow.new.levels")
+                terms.append((t.model_matrix(coded), np.where(known, index, 0), known))
+        return PredictionMatrices(X, terms, design.offset_for(newdata))
 
-    def _predict_with(self, matrices: tuple) -> np.ndarray:
-        """X beta + Z b for prepared prediction matrices; new levels get random effects of 0."""
-        X, terms = matrices
-        values = X @ self.solution.beta
-        for (Xt, rows, known), b in zip(terms, self._b_blocks()):
+    def _predict_with(self, matrices: "PredictionMatrices") -> np.ndarray:
+        """offset + X beta + Z b for prepared prediction matrices; new levels get random effects of 0."""
+        values = matrices.offset + matrices.X @ self.solution.beta
+        for (Xt, rows, known), b in zip(matrices.terms, self._b_blocks()):
             values = values + np.where(known, np.sum(Xt * b[rows], axis=1), 0.0)
         return values
 
@@ -294,7 +332,7 @@ class LmerFit:
         """
         rng = np.random.default_rng(seed)
         n, q = self.nobs, len(self.solution.u)
-        mean = self.design.X @ self.solution.beta
+        mean = self.offset + self.design.X @ self.solution.beta
         if use_u:
             signal = np.repeat((mean + self._Zb())[:, None], nsim, axis=1)
         else:
@@ -305,8 +343,9 @@ class LmerFit:
         return pd.DataFrame(y, index=self.design.row_index, columns=[f"sim_{k + 1}" for k in range(nsim)])
 
     def refit(self, y, *, start=None) -> "LmerFit":
-        """Fit the same model to a new response ``y`` (same rows), starting at this fit's theta, or
-        at ``start`` if given (e.g. ``fit.design.default_start``, where ``lmer`` starts)."""
+        """Fit the same model to a new response ``y`` (same rows; the offset, if any, is
+        subtracted as at fit time), starting at this fit's theta, or at ``start`` if given (e.g.
+        ``fit.design.default_start``, where ``lmer`` starts)."""
         from .fit import optimize_theta, single_blas_thread  # fit imports this module
 
         y = np.asarray(y, dtype=float).ravel()
@@ -314,6 +353,7 @@ class LmerFit:
             raise ValueError(f"refit needs a response of length {self.nobs}, got {y.shape[0]}")
         if not np.all(np.isfinite(y)):
             raise ValueError("refit: the new response has missing or infinite values")
+        y = y - self.offset
         design = self.design.with_response(y)
         with single_blas_thread():
             cp = self.cross_products.with_response(design, y)
@@ -343,6 +383,28 @@ class LmerFit:
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(_summary_text(self, brief=True))}</pre>"
+
+
+class PredictionMatrices(NamedTuple):
+    """What a prediction for new data needs besides beta and b (``LmerFit.prediction_matrices``)."""
+
+    X: np.ndarray
+    terms: list  # per term: (X_t, each row's level index, whether that level was seen in the fit)
+    offset: np.ndarray
+
+
+def _is_factor(column: pd.Series) -> bool:
+    return isinstance(column.dtype, pd.CategoricalDtype)
+
+
+def _require_known_levels(fitted: pd.Series, new: pd.Series, name: str, role: str) -> None:
+    """DataError if ``new`` has a level of the factor ``name`` that ``fitted`` does not have."""
+    unseen = unseen_levels(fitted, new)
+    if unseen:
+        raise DataError(f"newdata has levels of the {role} {name} that the fit has not seen: "
+                        f"{', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}; a fixed effect "
+                        f"cannot be predicted for them (the levels seen are those of the data the model was "
+                        "fitted to)")
 
 
 class Summary(str):

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .bootstrap import upper_tail_p
+from .checks import check_nsim, whole_number
+from .checks import DataError
 from .criterion import profiled_criterion
 from .results import LmerFit
 
@@ -56,10 +58,24 @@ def simulate_rlrt(mu: np.ndarray, n_minus_p: int, nsim: int, seed=None, grid_siz
 
     The grid is log-spaced over lambda * max(mu) in [exp(-10), exp(8)], plus 0, as in RLRsim.
     """
+    nsim = check_nsim(nsim)
+    grid = whole_number(grid_size)
+    if grid is None or grid < 2:
+        raise DataError(f"grid_size must be a whole number >= 2 (0 and that many - 1 values of lambda), got "
+                        f"{grid_size!r}; the default is 200")
+    mu = np.asarray(mu, dtype=float)
+    if mu.ndim != 1 or len(mu) == 0 or not np.all(np.isfinite(mu)) or np.any(mu <= 0):
+        raise DataError(f"mu must be the positive eigenvalues of Z'(I - H_X)Z, a non-empty 1-d array, got {mu!r}; "
+                        "compute them with rlrt_eigenvalues(fit)")
+    df = whole_number(n_minus_p)
+    if df is None or df < len(mu):
+        raise DataError(f"n_minus_p (n - p, the residual degrees of freedom) must be a whole number >= len(mu) = "
+                        f"{len(mu)}, got {n_minus_p!r}")
+    n_minus_p = df
     rng = np.random.default_rng(seed)
     k = len(mu)
     scaled = mu / mu.max()
-    lam = np.concatenate([[0.0], np.exp(np.linspace(-10.0, 8.0, grid_size - 1))])
+    lam = np.concatenate([[0.0], np.exp(np.linspace(-10.0, 8.0, grid - 1))])
     lm = lam[None, :] * scaled[:, None]  # (k, grid)
     w2 = rng.standard_normal((nsim, k)) ** 2
     rest = rng.chisquare(n_minus_p - k, size=nsim) if n_minus_p > k else np.zeros(nsim)
@@ -75,9 +91,10 @@ def exact_rlrt(fit: LmerFit, nsim: int = 10000, seed=None) -> ExactRlrtResult:
     Parameters
     ----------
     fit : a REML fit with exactly one scalar random-effects term, e.g. ``y ~ x + (1 | g)``.
-    nsim : draws from the null distribution.
+    nsim : draws from the null distribution (a whole number >= 1).
     seed : seed of ``numpy.random.default_rng``.
     """
+    nsim = check_nsim(nsim)
     if not fit.reml:
         raise ValueError("exact_rlrt tests with the restricted likelihood: fit the model by REML (the default)")
     if len(fit.design.terms) != 1 or fit.design.terms[0].p != 1:
@@ -87,5 +104,9 @@ def exact_rlrt(fit: LmerFit, nsim: int = 10000, seed=None) -> ExactRlrtResult:
     null_criterion = profiled_criterion(np.zeros(1), fit.design, fit.cross_products, reml=True)
     statistic = max(null_criterion - fit.criterion, 0.0)
     mu = rlrt_eigenvalues(fit)
+    if len(mu) == 0:
+        raise DataError("the random effect lies in the column space of the fixed effects (e.g. its grouping factor "
+                        "is also a fixed effect), so there is no variance component left to test; drop it from "
+                        "the fixed effects")
     samples = simulate_rlrt(mu, n - p, nsim, seed)
     return ExactRlrtResult(float(statistic), upper_tail_p(samples, statistic), nsim, mu, samples)

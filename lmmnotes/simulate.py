@@ -41,10 +41,13 @@ def _fixed_effects(names: list[str], fixef) -> np.ndarray:
         if missing or extra:
             raise DataError(f"fixef must give a value for each fixed effect of the model, {names}; "
                             f"missing {missing}, not in the model {extra}")
-        return np.array([float(given[n]) for n in names])
-    values = np.atleast_1d(np.asarray(fixef, dtype=float))
-    if values.shape != (len(names),):
-        raise DataError(f"fixef has {values.size} values but the model has {len(names)} fixed effects {names}")
+        values = np.array([float(given[n]) for n in names])
+    else:
+        values = np.atleast_1d(np.asarray(fixef, dtype=float))
+        if values.shape != (len(names),):
+            raise DataError(f"fixef has {values.size} values but the model has {len(names)} fixed effects {names}")
+    if not np.all(np.isfinite(values)):
+        raise DataError(f"fixef must be finite numbers, got {dict(zip(names, values.tolist()))}")
     return values
 
 
@@ -56,6 +59,8 @@ def _covariance(term, value) -> np.ndarray:
     if S.shape != (term.p, term.p):
         raise DataError(f"the covariance for {term.group!r} must be {term.p} x {term.p} (columns {list(term.columns)}), "
                         f"got shape {S.shape}")
+    if not np.all(np.isfinite(S)):
+        raise DataError(f"the covariance for {term.group!r} must hold finite numbers, got {S.tolist()}")
     if not np.allclose(S, S.T) or np.linalg.eigvalsh(S).min() < -1e-10 * max(1.0, np.abs(S).max()):
         raise DataError(f"the covariance for {term.group!r} is not symmetric positive semi-definite")
     return S
@@ -71,9 +76,9 @@ def _simulation_design(design: pd.DataFrame, formula: str, fixef, covariances: d
         raise DataError(f"the response of a simulation formula must be a plain column name, got {response!r}")
     if response in design.columns:
         raise DataError(f"the design already has a column {response!r}; drop it or name the response differently")
-    if not sigma >= 0:
-        raise DataError(f"sigma must be a non-negative standard deviation, got {sigma}")
-    d = build_design(parsed, design.assign(**{response: 0.0}))
+    if not 0 <= sigma < np.inf:
+        raise DataError(f"sigma must be a non-negative standard deviation, got {sigma}; it must be finite")
+    d = build_design(parsed, design.assign(**{response: 0.0}), stacklevel=3, check_response=False)
     beta = _fixed_effects(list(d.x_names), fixef)
     groups = [t.group for t in d.terms]
     missing = [g for g in groups if g not in covariances]
@@ -106,7 +111,7 @@ def simulate_design(design: pd.DataFrame, formula: str, fixef, covariances: dict
     """
     response, d, beta = _simulation_design(design, formula, fixef, covariances, sigma)
     rng = np.random.default_rng(seed)
-    y = d.X @ beta
+    y = d.X @ beta if d.offset is None else d.offset + d.X @ beta
     drawn, cov_frames = {}, {}
     for t in d.terms:
         S = _covariance(t, covariances[t.group])
@@ -126,7 +131,7 @@ def simulate_responses(design: pd.DataFrame, formula: str, fixef, covariances: d
     """``nsim`` responses of ``formula`` on ``design`` with known parameters, one column each.
 
     The same model as ``simulate_design`` (the arguments mean the same), drawn ``nsim`` times at
-    once: column k is :math:`X\\beta + \\sum_t Z_t b_t^{(k)} + \\varepsilon^{(k)}` with new random
+    once: column k is :math:`o + X\\beta + \\sum_t Z_t b_t^{(k)} + \\varepsilon^{(k)}` with new random
     effects and new errors in every column. For a Monte Carlo study, fit each model once to one
     data set and ``refit`` it to the columns (see ``bootstrap.refit_responses``); building the
     design once instead of ``nsim`` times is what makes hundreds of replicates cheap.
@@ -137,7 +142,8 @@ def simulate_responses(design: pd.DataFrame, formula: str, fixef, covariances: d
         raise DataError(f"nsim must be a positive whole number of responses, got {nsim!r}")
     response, d, beta = _simulation_design(design, formula, fixef, covariances, sigma)
     rng = np.random.default_rng(seed)
-    Y = np.repeat((d.X @ beta)[:, None], nsim, axis=1)
+    mean = d.X @ beta if d.offset is None else d.offset + d.X @ beta
+    Y = np.repeat(mean[:, None], nsim, axis=1)
     for t in d.terms:
         S = _covariance(t, covariances[t.group])
         b = rng.multivariate_normal(np.zeros(t.p), S, size=(nsim, t.n_levels), method="eigh")  # (nsim, l, p)

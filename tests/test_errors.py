@@ -100,7 +100,7 @@ def test_fitted_model_methods_refuse_bad_requests(pulp, fits):
         fits["reml"].deviance
     with pytest.raises(ValueError, match="reml_criterion is defined for REML fits"):
         fits["ml"].reml_criterion
-    with pytest.raises(ValueError, match=r"newdata lacks the grouping column\(s\) \['operator'\]"):
+    with pytest.raises(DataError, match=r"column\(s\) 'operator' not found in newdata"):
         fits["reml"].predict(pd.DataFrame({"sheet": [1]}))
     with pytest.raises(ValueError, match="refit needs a response of length 20, got 19"):
         fits["reml"].refit(np.ones(19))

@@ -116,31 +116,31 @@ def test_rank_deficient_fixed_effects_drop_aliased_columns():
 @pytest.mark.parametrize("size, dropped", [(1e-3, False), (1e-6, False), (1e-9, True), (0.0, True)])
 def test_a_nearly_aliased_column_is_kept_or_dropped_by_its_residual(size, dropped):
     # x3 = x1 + size * noise: its residual on the columns before it has length about
-    # size * |noise|, against the tolerance 1e-7 * (the longest column's length, here 100)
-    from lmmnotes.design import _drop_aliased
+    # size * |noise|, against the tolerance 1e-7 * (the column's own length, here about 100)
+    from lmmnotes.design import drop_aliased
 
     rng = np.random.default_rng(2)
     x1 = 10 * rng.standard_normal(100)
     X = np.column_stack([np.ones(100), x1, x1 + size * 10 * rng.standard_normal(100)])
-    _, names, gone = _drop_aliased(X, ["a", "b", "c"])
+    _, names, gone = drop_aliased(X, ["a", "b", "c"])
     assert gone == (["c"] if dropped else []) and names == (["a", "b"] if dropped else ["a", "b", "c"])
 
 
-@pytest.mark.parametrize("values", [
-    np.array([0.1, 0.2, 0.1], dtype=np.float32),
-    pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-01"]),
-    np.array([1, 1.0, 2, 1], dtype=object),
-    np.array([True, 1, 0, False], dtype=object),
-    [3, 1, 10, 2, 3],
+@pytest.mark.parametrize("values, labels", [
+    (np.array([0.1, 0.2, 0.1], dtype=np.float32), ["0.1", "0.2", "0.1"]),
+    (pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-01"]),
+     ["2020-01-01 00:00:00", "2020-01-02 00:00:00", "2020-01-01 00:00:00"]),
+    (np.array([1, 1.0, 2, 1], dtype=object), ["1", "1", "2", "1"]),
+    (np.array([3.0, 2.5, 3.0]), ["3", "2.5", "3"]),
+    ([3, 1, 10, 2, 3], ["3", "1", "10", "2", "3"]),
 ])
-def test_a_factor_has_one_level_per_distinct_label(values):
-    # the labels are pandas' astype(str), which predict uses to match new data to the levels
+def test_a_factor_has_one_level_per_distinct_value(values, labels):
+    # levels are labelled by value (3 and 3.0 are one level), as predict matches new data
     from lmmnotes.design import factor_codes
 
     column = pd.Series(values)
     codes, levels = factor_codes(pd.DataFrame({"g": column}), ("g",))
-    labels = column.astype(str)
-    assert [levels[c] for c in codes] == list(labels) and len(levels) == labels.nunique()
+    assert [levels[c] for c in codes] == labels and len(levels) == len(set(labels))
 
 
 # ---- accessors, prediction, simulation -----------------------------------------------------
@@ -159,7 +159,8 @@ def test_predict_population_and_conditional(psid_fit):
                                psid_fit.fitted() - psid_fit.design.X @ psid_fit.fixef.to_numpy())
     new = data.iloc[:3].copy()
     new["person"] = "not a person in the data"
-    np.testing.assert_allclose(psid_fit.predict(new), population.iloc[:3].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(psid_fit.predict(new, allow_new_levels=True), population.iloc[:3].to_numpy(),
+                               rtol=1e-12)
 
 
 def test_coef_is_fixef_plus_ranef(psid_fit):
@@ -303,8 +304,11 @@ def test_profiled_criterion_equals_brute_force_likelihood(case, reml):
 def test_predict_new_data_for_a_random_intercept():
     fit = lmer("bright ~ 1 + (1 | operator)", book_data("pulp"))
     new = pd.DataFrame({"operator": ["a", "someone new"]})
-    # operator a gets its BLUP (seed 001: 60.27806); an unseen operator the population mean 60.4
-    np.testing.assert_allclose(fit.predict(new), [60.27806, 60.4], atol=1e-5)
+    # an unseen operator is an error, as in lme4, unless allowed: then it gets the population mean
+    # 60.4, and operator a its BLUP (seed 001: 60.27806)
+    with pytest.raises(DataError, match="levels of operator that the fit has not seen: someone new"):
+        fit.predict(new)
+    np.testing.assert_allclose(fit.predict(new, allow_new_levels=True), [60.27806, 60.4], atol=1e-5)
 
 
 def test_a_constant_response_has_the_smallest_r2_and_still_gives_estimates():
@@ -312,7 +316,9 @@ def test_a_constant_response_has_the_smallest_r2_and_still_gives_estimates():
     # the augmented factor fails. Closed forms for 6 balanced groups of 5: log|L|^2 =
     # 6 log(1 + 5 theta^2), R_X'R_X = 1' V^{-1} 1 = 30 / (1 + 5 theta^2), r^2 = the smallest float.
     frame = pd.DataFrame({"g": np.repeat([f"g{k}" for k in range(6)], 5), "y": np.full(30, 3.0)})
-    design = build_design(parse_formula("y ~ 1 + (1 | g)"), frame)
+    with pytest.raises(DataError, match="is constant"):  # lmer refuses it; the criterion is still defined
+        build_design(parse_formula("y ~ 1 + (1 | g)"), frame)
+    design = build_design(parse_formula("y ~ 1 + (1 | g)"), frame, check_response=False)
     cp = CrossProducts.from_design(design)
     theta = np.array([0.7])
     logdet_L2, logdet_RX2 = 6 * np.log(1 + 5 * theta[0] ** 2), np.log(30 / (1 + 5 * theta[0] ** 2))

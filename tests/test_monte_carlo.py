@@ -132,7 +132,7 @@ def test_new_group_effects_have_the_estimated_covariance(pulp_reml):
     """Each row with a new level gets an effect with variance sigma_a^2 (relative SE sqrt(2 / B))."""
     B = 100_000
     new = pd.DataFrame({"operator": ["new"] * B})
-    effects = _new_effects(pulp_reml, pulp_reml.prediction_matrices(new), np.random.default_rng(8))
+    effects = _new_effects(pulp_reml, pulp_reml.prediction_matrices(new, allow_new_levels=True), np.random.default_rng(8))
     s2a = pulp_reml.varcorr["vcov"].iloc[0]
     assert np.var(effects) == pytest.approx(s2a, rel=Z4 * np.sqrt(2 / B))
     assert abs(np.mean(effects)) < Z4 * np.sqrt(s2a / B)
