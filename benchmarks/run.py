@@ -40,7 +40,7 @@ import lmmnotes
 from lmmnotes import LmerFit, datasets
 from lmmnotes.criterion import CrossProducts, criterion_and_gradient, profiled_criterion
 from lmmnotes.design import build_design
-from lmmnotes.fit import optimize_theta, single_blas_thread
+from lmmnotes.optimizer import optimize_theta, single_blas_thread
 from lmmnotes.formula import parse_formula
 
 TARGET_MS = 3  # issue 13: a fit of each of the book's models in under 3 ms (issue 6 had asked 10-60 ms)

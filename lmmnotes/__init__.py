@@ -5,35 +5,38 @@ Modules, in the order the book introduces them:
 - ``datasets``: the book's data sets (``load``, ``names``);
 - ``anova``: method-of-moments (ANOVA) estimators of variance components: one-way, balanced
   nested designs of any depth, split plots;
-- ``formula``, ``design``, ``criterion``, ``fit``, ``results``: the lmer pipeline,
-  formula -> design matrices -> profiled criterion -> optimizer -> fitted model;
-- ``bootstrap``: parametric bootstrap (``bootstrap``, the likelihood-ratio test ``lrt``);
+- the lmer pipeline, one public step per module (``fit.lmer`` composes them): ``formula`` and
+  ``model_frame`` (the formula and the rows and columns it uses), ``design`` (y, X, Z and theta's
+  layout), ``criterion`` (the profiled criterion), ``optimizer`` (theta-hat, with the record of
+  the search), ``results`` (``LmerFit``);
+- ``resampling``: parametric bootstrap (``bootstrap``, the likelihood-ratio test ``lrt``,
+  ``refit_responses``);
 - ``intervals``: ``confint`` by profile likelihood, bootstrap or Wald;
 - ``rlrt``: the exact restricted likelihood-ratio test of a variance component;
-- ``kenward_roger``: Kenward-Roger F tests for fixed effects;
-- ``lmlist``: separate least-squares fits per group (``lmlist``); ``compare``: likelihood-ratio
-  tables of nested fits (lme4's ``anova``);
+- ``fixed_effect_tests``: Kenward-Roger F tests for fixed effects (``kenward_roger``);
+- ``separate_fits``: separate least-squares fits per group (``lmlist``); ``comparison``:
+  likelihood-ratio tables of nested fits (``compare``, lme4's ``anova``);
 - ``prediction``: bootstrap prediction intervals for new observations;
 - ``plots``: caterpillar plots and residual diagnostics;
 - ``simulate``: data from a mixed model with a known truth (``simulate_design``, and many
   responses at once with ``simulate_responses``, to refit with ``refit_responses``);
 - ``structures``: a group's random intercept and slope under any random-effects structure
   (``random_slope_correlation``);
-- ``checks``: the input checks and the ``DataError`` they raise;
+- ``checks``: the input checks, the ``DataError`` they raise and the warnings' categories;
 - ``gibbs``: Gibbs samplers for the one-way model and for any lmer formula (``gibbs.one_way``,
   ``gibbs.lmm``), with ArviZ diagnostics; imported on first use of ``lmmnotes.gibbs``, since ArviZ
   takes seconds to import.
 """
 
 from . import anova, datasets
-from .bootstrap import bootstrap, lrt, refit_responses
+from .resampling import bootstrap, lrt, refit_responses
 from .checks import DataError
-from .compare import compare
+from .comparison import compare
 from .fit import lmer
 from .formula import FormulaError
 from .intervals import confint
-from .kenward_roger import kenward_roger, vcov_adjusted
-from .lmlist import lmlist
+from .fixed_effect_tests import kenward_roger, vcov_adjusted
+from .separate_fits import lmlist
 from .prediction import prediction_interval
 from .results import LmerFit
 from .rlrt import exact_rlrt

@@ -82,23 +82,6 @@ def require_numeric(data: pd.DataFrame, column: str, role: str = "response") -> 
         )
 
 
-def count_missing(data: pd.DataFrame, columns: Iterable[str]) -> int:
-    """Number of rows of ``data`` with a missing value in any of ``columns``."""
-    return int(data[list(columns)].isna().any(axis=1).sum())
-
-
-def require_complete(data: pd.DataFrame, columns: Iterable[str]) -> None:
-    """Raise DataError if any of ``columns`` has a missing value, saying in how many rows."""
-    columns = list(columns)
-    n_missing = count_missing(data, columns)
-    if n_missing:
-        raise DataError(
-            f"{n_missing} of {len(data)} rows have a missing value (NaN) in "
-            f"{', '.join(repr(c) for c in columns)}; drop them first, e.g. "
-            f"data.dropna(subset={columns!r})"
-        )
-
-
 def complete_cases(frame: pd.DataFrame, stacklevel: int) -> np.ndarray:
     """Which rows of ``frame`` have no missing value: the one missing-value policy of every
     estimator (R's na.omit). Incomplete rows are counted in a :class:`MissingValuesWarning`
@@ -120,6 +103,7 @@ def drop_incomplete_rows(data: pd.DataFrame, columns: Iterable[str], stacklevel:
     them, as a copy (``complete_cases``; the warning is issued ``stacklevel`` levels above the
     caller)."""
     used = set(columns)
+    require_usable_names(data, used)
     frame = data.take([i for i, c in enumerate(data.columns) if c in used], axis=1)  # a copy
     complete = complete_cases(frame, stacklevel=stacklevel + 1)
     return frame if complete.all() else frame.loc[complete]

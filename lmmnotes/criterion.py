@@ -214,7 +214,7 @@ class CrossProducts:
         return self.Z2Z2.shape[0]
 
     # The response rides along as one more column of X: one solve gives [R_ZX c_u], one Cholesky
-    # factor [R_X c_beta; 0 r] (``_factorize``). Computed once per response.
+    # factor [R_X c_beta; 0 r] (``factorize``). Computed once per response.
     @cached_property
     def Z1Xy(self) -> np.ndarray:
         """[Z_1'X Z_1'y] level by level, (l_1, p_1, P + 1)."""
@@ -466,7 +466,7 @@ def _inverse_products(cp: CrossProducts, f, l1: int, p1: int, rows: np.ndarray |
 
 
 @dataclass(frozen=True)
-class _Factor:
+class CholeskyFactor:
     """The blocked Cholesky factor at one theta, with c_u, c_beta and r^2."""
 
     T1: np.ndarray  # the first term's template
@@ -485,7 +485,7 @@ class _Factor:
     r2: float
 
 
-def _lower_solve(f: _Factor, cp: CrossProducts, B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _lower_solve(f: CholeskyFactor, cp: CrossProducts, B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Solve L_theta x = [B1; B2] with B1 (l_1, p_1, m), B2 (q_2, m): forward substitution by blocks."""
     x1 = f.L11_inv @ B1
     if not cp.q2:
@@ -494,7 +494,7 @@ def _lower_solve(f: _Factor, cp: CrossProducts, B1: np.ndarray, B2: np.ndarray) 
     return x1, _trsolve(f.L22, B2 - L21x1, lower=1)
 
 
-def _upper_solve(f: _Factor, cp: CrossProducts, B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _upper_solve(f: CholeskyFactor, cp: CrossProducts, B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Solve L_theta' x = [B1; B2]: back substitution by blocks (the second block first)."""
     if not cp.q2:
         return np.swapaxes(f.L11_inv, 1, 2) @ B1, B2
@@ -503,7 +503,7 @@ def _upper_solve(f: _Factor, cp: CrossProducts, B1: np.ndarray, B2: np.ndarray) 
     return np.swapaxes(f.L11_inv, 1, 2) @ (B1 - L21tx2), x2
 
 
-def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
+def factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> CholeskyFactor:
     """L_theta (two blocks, module docstring), R_ZX and R_X, and r^2(theta) = y'y - |c_u|^2 - |c_beta|^2.
 
     With y as one more column of X, one blocked solve gives [R_ZX c_u] = L_theta^{-1} Lambda'Z'[X y],
@@ -522,7 +522,7 @@ def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
         L22, info = dpotrf(S, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             raise np.linalg.LinAlgError("Lambda' Z'Z Lambda + I is not positive definite")
-    f0 = _Factor(T1, Lam2, L11, L11_inv, TLt, S22, L22, None, None, None, None, 0.0, 0.0, 0.0)
+    f0 = CholeskyFactor(T1, Lam2, L11, L11_inv, TLt, S22, L22, None, None, None, None, 0.0, 0.0, 0.0)
     R1, R2 = _lower_solve(f0, cp, T1.T @ cp.Z1Xy, Lam2.T @ cp.Z2Xy)
     RZXy = np.vstack([R1.reshape(t.n_levels * t.p, cp.p + 1), R2])  # [R_ZX c_u]
     RXy, info = dpotrf(cp.XyXy - RZXy.T @ RZXy, lower=0, clean=1)  # [R_X c_beta; 0 r]
@@ -539,7 +539,7 @@ def _factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> _Factor:
         raise np.linalg.LinAlgError("X'X - R_ZX'R_ZX is not positive definite: X is rank deficient")
     logdet_L2 = 2.0 * (np.log(np.diagonal(L11, axis1=1, axis2=2)).sum() + np.log(np.diag(L22)).sum())
     logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
-    return _Factor(T1, Lam2, L11, L11_inv, TLt, S22, L22, RZX, R_X, cu, c_beta, float(logdet_L2),
+    return CholeskyFactor(T1, Lam2, L11, L11_inv, TLt, S22, L22, RZX, R_X, cu, c_beta, float(logdet_L2),
                    float(logdet_RX2), float(r2))
 
 
@@ -550,7 +550,7 @@ def _split(v: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarray]:
     return v[:q1].reshape(t.n_levels, t.p, *v.shape[1:]), v[q1:]
 
 
-def _estimates(f: _Factor, design: Design, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _estimates(f: CholeskyFactor, design: Design, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """beta-hat - gamma = R_X^{-1} c_beta and u-tilde = L_theta^{-T}(c_u - R_ZX (beta-hat - gamma)), u as (blocks, rest)."""
     beta = _trsolve(f.R_X, f.c_beta, lower=0)
     r1, r2 = _split(f.cu - f.RZX @ beta, design)
@@ -561,7 +561,7 @@ def _estimates(f: _Factor, design: Design, cp: CrossProducts) -> tuple[np.ndarra
 def pls(theta: np.ndarray, design: Design, cp: CrossProducts) -> PlsSolution:
     """Solve the penalized least squares problem for ``theta``: beta-hat and u-tilde (module docstring)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
-    f = _factorize(theta, design, cp)
+    f = factorize(theta, design, cp)
     beta, u1, u2 = _estimates(f, design, cp)
     N = cp.Z2Z1  # L_21 = Lambda_2' N (I x TLt): sparse with the pattern of N on the sparse path
     if sp.issparse(N):
@@ -575,27 +575,23 @@ def pls(theta: np.ndarray, design: Design, cp: CrossProducts) -> PlsSolution:
                        f.L11, L21, f.L22, f.L11_inv, f.T1, f.Lam2)
 
 
-def _criterion(f: "_Factor | PlsSolution", n: int, p: int, reml: bool) -> float:
-    """d(theta) or d_R(theta) from the log-determinants and r^2 (module docstring)."""
+def criterion_value(f: "CholeskyFactor | PlsSolution", n: int, p: int, reml: bool) -> float:
+    """The profiled deviance d(theta) (ML) or REML criterion d_R(theta) from the log-determinants
+    and r^2 of a factor or a PLS solution (module docstring)."""
     if reml:
         dof = n - p
-        return f.logdet_L2 + f.logdet_RX2 + dof * (1.0 + np.log(2.0 * np.pi * f.r2 / dof))
-    return f.logdet_L2 + n * (1.0 + np.log(2.0 * np.pi * f.r2 / n))
-
-
-def deviance_from_pls(sol: PlsSolution, n: int, p: int, reml: bool) -> float:
-    """The profiled deviance d(theta) (ML) or REML criterion d_R(theta) from a PLS solution."""
-    return float(_criterion(sol, n, p, reml))
+        return float(f.logdet_L2 + f.logdet_RX2 + dof * (1.0 + np.log(2.0 * np.pi * f.r2 / dof)))
+    return float(f.logdet_L2 + n * (1.0 + np.log(2.0 * np.pi * f.r2 / n)))
 
 
 def profiled_criterion(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> float:
     """The objective minimized over theta: d_R(theta) if ``reml`` else d(theta)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
-    return float(_criterion(_factorize(theta, design, cp), cp.n, cp.p, reml))
+    return criterion_value(factorize(theta, design, cp), cp.n, cp.p, reml)
 
 
 # ---- A^{-1} by blocks, and the gradient ------------------------------------------------------------
-def _inverse_parts(f: "_Factor | PlsSolution", cp: CrossProducts, rows=None, cols=None):
+def _inverse_parts(f: "CholeskyFactor | PlsSolution", cp: CrossProducts, rows=None, cols=None):
     r"""The diagonal blocks of :math:`G_{11}`, :math:`G_{22}`, :math:`Q` and :math:`T_1 A_{11,k}^{-1}`
     (and the values of :math:`M_{22}` at (rows, cols) if given; module docstring)."""
     A11_inv = np.swapaxes(f.L11_inv, 1, 2) @ f.L11_inv
@@ -607,7 +603,7 @@ def _inverse_parts(f: "_Factor | PlsSolution", cp: CrossProducts, rows=None, col
     return G11, G22, Q, TA, m22
 
 
-def inverse_blocks(f: "_Factor | PlsSolution", cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
+def inverse_blocks(f: "CholeskyFactor | PlsSolution", cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
     r"""The blocks of :math:`G = A^{-1} = (L_\theta L_\theta^\top)^{-1}` that the conditional
     variances need: the first term's diagonal blocks :math:`G_{11,kk}` (l_1, p_1, p_1),
     :math:`A_{11,k}^{-1} + A_{11,k}^{-1}T_1^\top Q_k T_1 A_{11,k}^{-1}`, and
@@ -625,7 +621,7 @@ def _pattern_sums(M11: np.ndarray, m22: np.ndarray, design: Design) -> np.ndarra
     """
     out = np.zeros(len(design.theta_lower))
     t = design.terms[0]
-    rows, cols = t._lower
+    rows, cols = t.lower
     out[design.theta_slices[0]] = M11.sum(axis=0)[rows, cols]
     if m22.size:
         out += np.bincount(design.lambda_index_rest[2], weights=m22, minlength=len(out))
@@ -644,7 +640,7 @@ def _ZtZ_times(cp: CrossProducts, v1: np.ndarray, v2: np.ndarray) -> tuple[np.nd
 def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> tuple[float, np.ndarray]:
     """The profiled criterion and its gradient in theta (formulas in the module docstring)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
-    f = _factorize(theta, design, cp)
+    f = factorize(theta, design, cp)
     T1, Lam2 = f.T1, f.Lam2
     beta, u1, u2 = _estimates(f, design, cp)
     rows, cols, _ = design.lambda_index_rest
@@ -669,4 +665,4 @@ def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts,
         N11 = W1 @ Phi @ np.swapaxes(W1, 1, 2) @ T1
         n22 = np.einsum("ij,ij->i", (W2 @ Phi)[rows], (Lam2.T @ W2)[cols]) if cp.q2 else np.zeros(0)
         gradient = gradient - 2.0 * _pattern_sums(N11, n22, design)
-    return float(_criterion(f, cp.n, cp.p, reml)), gradient
+    return criterion_value(f, cp.n, cp.p, reml), gradient

@@ -35,7 +35,7 @@ from .model_frame import apply_spec, evaluate, formula_variables, kept_rows, mod
 from .plain_formula import PlainFormula, parse_plain, parse_plain_response, plain_columns, plain_response
 
 
-def _r_name(name: str) -> str:
+def r_name(name: str) -> str:
     """formulaic's 'Intercept' is lme4's '(Intercept)'; other names stay as formulaic gives them."""
     return "(Intercept)" if name == "Intercept" else name
 
@@ -111,27 +111,27 @@ class TermDesign:
         return sp.csr_matrix((self.X.ravel(), columns, np.arange(0, n * p + 1, p)), shape=(n, self.n_levels * p))
 
     @cached_property
-    def _lower(self) -> tuple[np.ndarray, np.ndarray]:
+    def lower(self) -> tuple[np.ndarray, np.ndarray]:
         """Row and column indices of the lower triangle, column by column (theta's order)."""
         return np.triu_indices(self.p)[::-1]
 
     def template(self, theta_t: np.ndarray) -> np.ndarray:
         """The lower-triangular p_t x p_t factor T_t filled column by column from theta_t."""
         T = np.zeros((self.p, self.p))
-        T[self._lower] = theta_t
+        T[self.lower] = theta_t
         return T
 
     @property
     def theta_lower(self) -> np.ndarray:
         """lme4's lower bounds: 0 for the diagonal of T_t, -inf below it. A fitted theta keeps
         them (the diagonal is nonnegative), but the optimizer bounds only scalar terms (``fit._bounds``)."""
-        rows, cols = self._lower
+        rows, cols = self.lower
         return np.where(rows == cols, 0.0, -np.inf)
 
     @property
     def theta_start(self) -> np.ndarray:
         """lme4's starting value: T_t = I."""
-        rows, cols = self._lower
+        rows, cols = self.lower
         return (rows == cols).astype(float)
 
 
@@ -221,7 +221,7 @@ class Design:
         scales = []
         for t in self.terms:
             rms = np.sqrt(np.mean(t.X**2, axis=0))
-            rows, _ = t._lower
+            rows, _ = t.lower
             scales.append(2.0 ** np.round(-np.log2(np.where(rms[rows] > 0, rms[rows], 1.0))))
         return np.concatenate(scales)
 
@@ -236,7 +236,7 @@ class Design:
         rows, cols, which = [], [], []
         offset = 0
         for t, s in zip(self.terms, self.theta_slices):
-            r, c = t._lower  # lower triangle, column by column, as theta
+            r, c = t.lower  # lower triangle, column by column, as theta
             base = offset + np.arange(t.n_levels)[:, None] * t.p
             rows.append((base + r).ravel())
             cols.append((base + c).ravel())
@@ -279,7 +279,7 @@ def canonical_theta(theta: np.ndarray, design: Design) -> np.ndarray:
         raise DataError(f"theta (or a start) must be finite, got {out.tolist()}")
     for t, s in zip(design.terms, design.theta_slices):
         T = t.template(out[s])
-        out[s] = (T * np.where(np.diag(T) < 0, -1.0, 1.0))[t._lower]
+        out[s] = (T * np.where(np.diag(T) < 0, -1.0, 1.0))[t.lower]
     return out + 0.0  # a negated zero becomes +0.0
 
 
@@ -398,7 +398,7 @@ def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame, complete: np.nda
     y = plain_response(*response, kept) if response else None
     plain = plain_columns(fixed, kept) if y is not None else None
     if plain is not None:
-        return y, plain[0], [_r_name(c) for c in plain[1]], None
+        return y, plain[0], [r_name(c) for c in plain[1]], None
     matrices = evaluate(_fixed_formula(parsed), frame, f"the fixed-effects model matrix for {parsed.fixed!r}")
     response = matrices.lhs
     if response.shape[1] != 1:
@@ -407,7 +407,7 @@ def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame, complete: np.nda
             f"{response.shape[1]} columns ({', '.join(response.columns)}); is it a factor?"
         )
     return (kept_rows(response, complete).ravel(), kept_rows(matrices.rhs, complete),
-            [_r_name(c) for c in matrices.rhs.columns], matrices.rhs.model_spec)
+            [r_name(c) for c in matrices.rhs.columns], matrices.rhs.model_spec)
 
 
 def _term_matrix(term: RandomTerm, expr: PlainFormula | None, frame: pd.DataFrame, complete: np.ndarray
@@ -416,9 +416,9 @@ def _term_matrix(term: RandomTerm, expr: PlainFormula | None, frame: pd.DataFram
     only; ``expr`` is the term's parsed expression, None if not plain)."""
     plain = plain_columns(expr, frame if complete.all() else frame.loc[complete], factors=False)
     if plain is not None:
-        return plain[0], tuple(_r_name(c) for c in plain[1]), None
+        return plain[0], tuple(r_name(c) for c in plain[1]), None
     Xt = evaluate(term.expr, frame, f"the model matrix of ({term.expr} | {term.group})")
-    return kept_rows(Xt, complete), tuple(_r_name(c) for c in Xt.columns), Xt.model_spec
+    return kept_rows(Xt, complete), tuple(r_name(c) for c in Xt.columns), Xt.model_spec
 
 
 def _offset(parsed: ParsedFormula, frame: pd.DataFrame, complete: np.ndarray) -> np.ndarray | None:

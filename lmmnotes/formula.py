@@ -49,7 +49,7 @@ class ParsedFormula:
     offsets: tuple[str, ...] = ()  # the expressions inside offset(...), for formulaic
 
 
-def _split_top_level(text: str, sep: str) -> list[str]:
+def split_top_level(text: str, sep: str) -> list[str]:
     """Split ``text`` at occurrences of the one-character ``sep`` outside parentheses."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
@@ -110,16 +110,17 @@ def to_formulaic(text: str) -> str:
     """An R formula expression written as formulaic reads it (module docstring); ``as.factor(x)``
     is ``factor(x)``."""
     text = re.sub(r"(?<![\w.])as\.factor\(", "factor(", text)  # R's other spelling of factor()
+    text = re.sub(r"(?<![\w.`])(TRUE|FALSE)(?![\w.`])", lambda m: m.group(1).title(), text)  # R's logicals
     return _quote_keywords(_quote_dotted(_r_powers(text)))
 
 
 def _strip_parentheses(term: str) -> str:
     """``((1 | g))`` -> ``(1 | g)``; ``(x)`` -> ``x``: parentheses around a whole term mean nothing,
     except the one pair that a random-effects term needs."""
-    while term.startswith("(") and term.endswith(")") and len(_split_top_level(term[1:-1], ")")) == 1:
+    while term.startswith("(") and term.endswith(")") and len(split_top_level(term[1:-1], ")")) == 1:
         inner = term[1:-1].strip()
         try:
-            _split_top_level(inner, "+")  # balanced inside: the outer pair encloses the whole term
+            split_top_level(inner, "+")  # balanced inside: the outer pair encloses the whole term
         except FormulaError:
             break
         if "|" in inner and not (inner.startswith("(") and inner.endswith(")")):
@@ -131,7 +132,7 @@ def _strip_parentheses(term: str) -> str:
 _FACTOR_CALL = re.compile(r"^(?:factor|as\.factor)\(\s*(.+?)\s*\)$")
 
 
-def _group_name(name: str) -> str:
+def group_name(name: str) -> str:
     """A grouping factor's column: ``g``, ```a b``` or ``factor(g)`` (a grouping factor is a factor
     already) -> the column's name."""
     name = name.strip()
@@ -155,7 +156,7 @@ def _expand_group(group: str) -> list[tuple[str, ...]]:
         raise FormulaError(f"cannot read the grouping factor {group!r}")
     out = []
     for depth in range(1, len(nested) + 1):
-        out.append(tuple(_group_name(f) for part in nested[:depth] for f in _split_outside_backticks(part, ":")))
+        out.append(tuple(group_name(f) for part in nested[:depth] for f in _split_outside_backticks(part, ":")))
     return out if len(nested) > 1 else [out[-1]]
 
 
@@ -174,12 +175,36 @@ def _split_outside_backticks(text: str, sep: str) -> list[str]:
     return parts
 
 
+def _signed_terms(text: str) -> list[tuple[str, str]]:
+    """The terms of a right-hand side joined by ``+`` or ``-`` outside parentheses and backticks,
+    each with its sign: ``a + (1 | g) - 1`` -> [("+", "a"), ("+", "(1 | g)"), ("-", "1")]."""
+    out, start, sign, depth, quoted = [], 0, "+", 0, False
+    for i, ch in enumerate(text):
+        if ch == "`":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise FormulaError(f"unbalanced parentheses in {text!r}")
+        elif ch in "+-" and depth == 0 and not re.search(r"\d[eE]$", text[start:i]):  # not the - of 1e-5
+            out.append((sign, text[start:i]))
+            sign, start = ch, i + 1
+    if depth != 0:
+        raise FormulaError(f"unbalanced parentheses in {text!r}")
+    out.append((sign, text[start:]))
+    return out
+
+
 _OFFSET = re.compile(r"^offset\((.*)\)$", re.S)
 
 
 def _uncorrelated(expr: str) -> list[str]:
     """Split the terms of ``expr`` for ``||``: the intercept and each other term separately."""
-    terms = [t.strip() for t in _split_top_level(expr, "+") if t.strip()]
+    terms = [t.strip() for t in split_top_level(expr, "+") if t.strip()]
     has_intercept = not any(t in ("0", "-1") for t in terms)
     others = [t for t in terms if t not in ("0", "1", "-1")]
     out = ["1"] if has_intercept else []
@@ -206,9 +231,14 @@ def parse_formula(formula: str) -> ParsedFormula:
     fixed_parts: list[str] = []
     offsets: list[str] = []
     random: list[RandomTerm] = []
-    for part in _split_top_level(rhs, "+"):
+    for sign, part in _signed_terms(rhs):
         term = _strip_parentheses(part.strip())
         if not term:
+            continue
+        if sign == "-":  # y ~ x + (1 | g) - 1: removes a fixed term (the intercept, here)
+            if "|" in term or _OFFSET.match(term):
+                raise FormulaError(f"'- {term}' removes a term, which only fixed-effects terms can be")
+            fixed_parts.append(f"-{term}" if term in ("1", "0") else f"-({term})")
             continue
         offset = _OFFSET.match(term)
         if offset:
@@ -217,8 +247,8 @@ def parse_formula(formula: str) -> ParsedFormula:
             offsets.append(to_formulaic(offset.group(1).strip()))
             continue
         inner = term[1:-1] if term.startswith("(") and term.endswith(")") else None
-        if inner is not None and "|" in inner and len(_split_top_level(inner, "|")) > 1:
-            pieces = _split_top_level(inner, "|")
+        if inner is not None and "|" in inner and len(split_top_level(inner, "|")) > 1:
+            pieces = split_top_level(inner, "|")
             if len(pieces) == 3 and pieces[1] == "":  # (expr || group)
                 expr, group, correlated = pieces[0].strip(), pieces[2].strip(), False
             elif len(pieces) == 2:
@@ -240,7 +270,8 @@ def parse_formula(formula: str) -> ParsedFormula:
         else:
             fixed_parts.append(term)
 
-    fixed = " + ".join(fixed_parts) if fixed_parts else "1"
+    fixed = " + ".join(p for p in fixed_parts if not p.startswith("-(")) or "1"
+    fixed += "".join(f" - {p[2:-1]}" for p in fixed_parts if p.startswith("-("))
     # A right-hand side of only "0" or "-1" leaves no columns: formulaic reads "0" fine.
     return ParsedFormula(
         formula=formula,

@@ -62,10 +62,10 @@ with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.0 refactor on the 
     warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing", category=FutureWarning)
     import arviz as az
 
-from .checks import (DataError, drop_incomplete_rows, require_columns, require_finite, require_frame,
-                     require_numeric)
+from .checks import (DataError, check_level, drop_incomplete_rows, require_columns, require_finite, require_frame,
+                     require_numeric, whole_number)
 from .design import Design, build_design, factor_codes
-from .fit import single_blas_thread
+from .optimizer import single_blas_thread
 from .formula import parse_formula
 
 
@@ -109,8 +109,7 @@ class Posterior:
         """Mean, sd, the equal-tailed ``prob`` interval and median, and ArviZ's diagnostics:
         Monte Carlo standard errors, bulk and tail effective sample sizes, and rank-normalized
         split R-hat (Vehtari et al. 2021), one row per parameter."""
-        if not 0 < prob < 1:
-            raise ValueError(f"prob must be strictly between 0 and 1, got {prob}")
+        prob = check_level(prob, "prob")
         lo, hi = (1 - prob) / 2, (1 + prob) / 2
         x = self.draws[self.parameters]
         table = pd.DataFrame({
@@ -172,14 +171,14 @@ def _scale(name: str, value: float | None, s2y: float) -> float:
 
 
 def _check_iterations(n_iter: int, n_warmup: int | None, n_chains: int, thin: int) -> tuple[int, int, int, int]:
-    if int(n_chains) < 1:
-        raise DataError(f"n_chains must be at least 1, got {n_chains}")
-    if int(thin) < 1:
-        raise DataError(f"thin must be at least 1, got {thin}")
-    n_iter = int(n_iter)
-    n_warmup = n_iter // 2 if n_warmup is None else int(n_warmup)
-    if n_warmup < 0:
-        raise DataError(f"n_warmup must be 0 or more, got {n_warmup}")
+    counts = {}
+    for name, value, least in (("n_chains", n_chains, 1), ("thin", thin, 1), ("n_iter", n_iter, 1),
+                               ("n_warmup", 0 if n_warmup is None else n_warmup, 0)):
+        counts[name] = whole_number(value)
+        if counts[name] is None or counts[name] < least:
+            raise DataError(f"{name} must be a whole number of at least {least}, got {value!r}")
+    n_chains, thin, n_iter = counts["n_chains"], counts["thin"], counts["n_iter"]
+    n_warmup = n_iter // 2 if n_warmup is None else counts["n_warmup"]
     if n_iter - n_warmup < thin:
         raise DataError(
             f"n_iter = {n_iter} leaves no draws after the warm-up of n_warmup = {n_warmup} iterations"
@@ -278,12 +277,6 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | N
     if update not in ("blocked", "single"):
         raise DataError(f"update must be 'blocked' or 'single', got {update!r}")
     n_iter, n_warmup, n_chains, thin = _check_iterations(n_iter, n_warmup, n_chains, thin)
-    g = data[group]
-    if isinstance(g.dtype, pd.CategoricalDtype):
-        empty = [str(c) for c, k in g.value_counts(sort=False).items() if k == 0]
-        if empty:
-            raise DataError(f"the group(s) {', '.join(empty)} of {group!r} have no observations; drop the unused "
-                            f"categories first, e.g. data[{group!r}].cat.remove_unused_categories()")
     frame = drop_incomplete_rows(data, [response, group], stacklevel=2)  # the warning names the caller's line
     require_finite(frame, [response, group])
     y = frame[response].to_numpy(dtype=float)

@@ -23,7 +23,7 @@ is compared with standard normal quantiles: the interval is :math:`\{v : |\zeta(
 A standard deviation whose profile at 0 stays inside gets the lower end 0.
 
 **Bootstrap intervals**: percentile intervals of the same parameters over parametric bootstrap
-refits (``bootstrap.bootstrap``; REML fits are refitted by REML, as lme4's ``bootMer``).
+refits (``resampling.bootstrap``; REML fits are refitted by REML, as lme4's ``bootMer``).
 
 **Wald intervals**: :math:`\hat\beta_j \pm z_{1-\alpha/2}\,\mathrm{SE}_j` for the fixed effects;
 lme4 gives none for the variance parameters, and neither does this (NaN).
@@ -35,11 +35,11 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from .bootstrap import bootstrap
+from .resampling import bootstrap
 from .checks import check_level, check_nsim, resolve_n_jobs
 from .checks import DataError
-from .criterion import _factorize
-from .fit import optimize_theta
+from .criterion import factorize
+from .optimizer import optimize_theta
 from .results import LmerFit
 
 
@@ -47,8 +47,8 @@ from .results import LmerFit
 def parameter_names(fit: LmerFit) -> list[str]:
     """lme4's names (oldNames = FALSE): sd_<col>|<group>, cor_<col2>.<col1>|<group>, sigma, fixed effects."""
     names = []
-    for group, t in zip(fit._group_names(), fit.design.terms):
-        rows, cols = t._lower
+    for group, t in zip(fit.group_names(), fit.design.terms):
+        rows, cols = t.lower
         for r, c in zip(rows, cols):
             names.append(f"sd_{t.columns[r]}|{group}" if r == c else f"cor_{t.columns[r]}.{t.columns[c]}|{group}")
     return names + ["sigma"] + list(fit.design.x_names)
@@ -61,7 +61,7 @@ def theta_to_psi(fit: LmerFit, theta: np.ndarray, sigma: float) -> np.ndarray:
         T = t.template(theta[s])
         S = sigma**2 * T @ T.T
         sd = np.sqrt(np.diag(S))
-        for r, c in zip(*t._lower):
+        for r, c in zip(*t.lower):
             out.append(sd[r] if r == c else (S[r, c] / (sd[r] * sd[c]) if sd[r] * sd[c] > 0 else 0.0))
     return np.array(out + [sigma])
 
@@ -89,7 +89,7 @@ def psi_to_theta(fit: LmerFit, psi: np.ndarray) -> np.ndarray | None:
     sigma = psi[-1]
     theta, k = [], 0
     for t in fit.design.terms:
-        rows, cols = t._lower
+        rows, cols = t.lower
         values = psi[k:k + t.n_theta]
         k += t.n_theta
         sd = np.zeros(t.p)
@@ -115,7 +115,7 @@ def _deviance(fit: LmerFit, psi: np.ndarray) -> float:
     if theta is None:
         return np.inf
     try:
-        f = _factorize(theta, fit.design, fit.cross_products)
+        f = factorize(theta, fit.design, fit.cross_products)
     except np.linalg.LinAlgError:
         return np.inf
     n = fit.nobs
@@ -125,7 +125,7 @@ def _deviance(fit: LmerFit, psi: np.ndarray) -> float:
 def _psi_bounds(fit: LmerFit) -> list[tuple[float | None, float | None]]:
     bounds = []
     for t in fit.design.terms:
-        for r, c in zip(*t._lower):
+        for r, c in zip(*t.lower):
             bounds.append((0.0, None) if r == c else (-1.0, 1.0))
     return bounds + [(1e-12, None)]
 

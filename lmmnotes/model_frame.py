@@ -9,9 +9,11 @@ builds its data through this module, so one policy holds everywhere:
   data, or named ``Intercept``, is an error (``checks.require_usable_names``).
 - **missing values**: a row with a missing value in any used column is dropped, with a
   ``MissingValuesWarning`` (R's ``na.omit``); **infinite values** are an error naming the column.
-- **factors**: a column of strings (object or pandas ``string`` dtype) or a categorical becomes a
-  categorical whose levels are those seen in the rows kept: unused categories are dropped, as R's
-  ``drop.unused.levels``; strings are sorted, as R and formulaic sort them.
+- **factors**: an object or pandas ``string`` column, or a categorical, becomes a categorical whose
+  levels are those seen in the rows kept: unused categories are dropped, as R's
+  ``drop.unused.levels``; other values are sorted, as R and formulaic sort them. Nullable
+  ``Int64``, ``Float64`` and ``boolean`` columns become floats (a missing value NaN), and a date
+  column is an error that says how to turn it into numbers.
 - **transforms** are evaluated on *all* rows of the data and the incomplete rows dropped after, as
   R evaluates ``poly(x, 2)`` or ``scale(x)`` before ``na.omit``; their state (a centre, a scale,
   the polynomial's coefficients) is kept in formulaic's ModelSpec for ``predict``. Besides
@@ -30,7 +32,7 @@ import numpy as np
 import pandas as pd
 from formulaic import model_matrix
 from formulaic.utils.stateful_transforms import stateful_transform
-from pandas.api.types import is_object_dtype
+from pandas.api.types import is_datetime64_any_dtype, is_object_dtype
 
 from .checks import DataError, complete_cases, require_columns, require_finite, require_frame, require_usable_names
 from .datasets import level_labels
@@ -64,12 +66,7 @@ def factor(values) -> pd.Categorical:
     """R's ``factor(x)``: ``x`` as a categorical, levels in increasing order of value (numbers
     numerically, strings alphabetically)."""
     values = pd.Series(np.asarray(values) if not isinstance(values, pd.Series) else values)
-    categories = pd.unique(values.dropna())
-    try:
-        categories = sorted(categories)
-    except TypeError:  # mixed types: order of the labels
-        categories = sorted(categories, key=str)
-    return pd.Categorical(values, categories=categories)
+    return pd.Categorical(values, categories=_sorted_levels(values.dropna()))
 
 
 # What a formula may call, besides formulaic's own transforms.
@@ -134,14 +131,19 @@ def model_frame(data: pd.DataFrame, columns: Iterable[str], *, groups: Iterable[
     for name in columns:
         column = frame[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
-            observed = pd.unique(column.array.codes[complete])
-            keep = [c for k, c in enumerate(column.array.categories) if k in set(observed.tolist())]
+            observed = set(pd.unique(column.array.codes[complete]).tolist())
+            keep = [c for k, c in enumerate(column.array.categories) if k in observed]
             if len(keep) < len(column.array.categories):
                 frame[name] = column.cat.set_categories(keep)
-        elif isinstance(column.dtype, pd.StringDtype) or (
-                is_object_dtype(column.dtype) and all(isinstance(v, str) for v in column[complete])):
-            levels = sorted(pd.unique(column[complete].astype(object)))
-            frame[name] = pd.Categorical(column.astype(object).where(complete, None), categories=levels)
+        elif isinstance(column.dtype, pd.StringDtype) or is_object_dtype(column.dtype):
+            frame[name] = pd.Categorical(column.astype(object).where(complete, None),
+                                         categories=_sorted_levels(column[complete]))
+        elif is_datetime64_any_dtype(column.dtype) or isinstance(column.dtype, pd.PeriodDtype):
+            raise DataError(f"the column {name!r} holds dates or times, which a model formula cannot use directly; "
+                            f"convert it to numbers in units that suit the model, e.g. days since the first "
+                            f"date: (data[{name!r}] - data[{name!r}].min()).dt.days")
+        elif isinstance(column.dtype, pd.api.extensions.ExtensionDtype):  # Int64, Float64, boolean: floats, NaN
+            frame[name] = column.to_numpy(dtype=float, na_value=np.nan)
     return frame, complete
 
 
@@ -158,6 +160,15 @@ def kept_rows(matrix, complete: np.ndarray) -> np.ndarray:
     """A formulaic model matrix's complete rows, as a float array."""
     values = matrix.to_numpy(dtype=float)
     return values if complete.all() else values[complete]
+
+
+def _sorted_levels(values: pd.Series) -> list:
+    """The distinct values in increasing order (by their labels if they cannot be compared)."""
+    distinct = pd.unique(values.astype(object))
+    try:
+        return sorted(distinct)
+    except TypeError:
+        return sorted(distinct, key=str)
 
 
 def apply_spec(spec, data: pd.DataFrame) -> np.ndarray:

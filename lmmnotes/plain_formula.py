@@ -29,7 +29,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_float_dtype, is_numeric_dtype, is_object_dtype
 
 from .datasets import factor_levels
-from .formula import _split_top_level
+from .formula import split_top_level
 
 # Functions a formula may call, as in R: log(income), sqrt(x), exp(x).
 FORMULA_FUNCTIONS = {"log": np.log, "log10": np.log10, "log2": np.log2, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs}
@@ -54,7 +54,7 @@ class PlainFormula:
 def parse_plain(rhs: str) -> PlainFormula | None:
     """Read ``rhs`` as a plain right-hand side (module docstring), or None if it is not one."""
     intercept, expanded = True, []
-    for piece in _split_top_level(rhs, "+"):
+    for piece in split_top_level(rhs, "+"):
         piece = piece.strip()
         if piece == "1":  # as in formulaic, the last of 1, 0 and -1 decides
             intercept = True
@@ -80,8 +80,8 @@ def parse_plain(rhs: str) -> PlainFormula | None:
 
 def _factor_levels(column: pd.Series) -> tuple[list[str], np.ndarray] | None:
     """Level labels and integer codes of a factor column (None if it is not a plain factor)."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        return factor_levels(column)
+    if isinstance(column.dtype, pd.CategoricalDtype):  # named as formulaic names them: str(category)
+        return [str(c) for c in column.array.categories], np.asarray(column.array.codes, dtype=np.intp)
     dtype = column.dtype
     # strings: object columns, and pandas' default str dtype; formulaic cannot encode the "string"
     # dtype whose missing value is pd.NA, so that one goes to formulaic, which then explains

@@ -76,7 +76,7 @@ def residual_plots(fit: LmerFit, level: str = "observation", axes=None):
         return axes
     if level == "group":
         fitted = fit.predict(re_form="~0").to_numpy()
-        for k, (t, s, b) in enumerate(zip(fit.design.terms, fit.design.theta_slices, fit._b_blocks())):
+        for k, (t, s, b) in enumerate(zip(fit.design.terms, fit.design.theta_slices, fit.ranef_blocks())):
             mean_fitted = np.bincount(t.codes, weights=fitted) / np.bincount(t.codes)
             T = t.template(fit.theta[s])
             sd = fit.sigma * np.linalg.norm(T[0])  # SD of the term's first random effect

@@ -70,7 +70,7 @@ def _draw_parts(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.G
     effects (``_new_effects``), the new errors (one per row)."""
     # built once (only beta and b change between refits); new levels are drawn here, not set to 0
     matrices = fit.prediction_matrices(newdata, allow_new_levels=True)
-    prediction = fit._predict_with(matrices)  # the offset included
+    prediction = fit.predict_with(matrices)  # the offset included
     fixed = matrices.offset + matrices.X @ fit.solution.beta
     mean = fit.offset + fit.design.X @ fit.solution.beta
     Z, Lam = fit.design.Z(), fit.design.Lambda(fit.theta)
@@ -80,7 +80,7 @@ def _draw_parts(fit: LmerFit, newdata: pd.DataFrame, nsim: int, rng: np.random.G
         u = fit.sigma * rng.standard_normal(q)  # spherical effects: b* = Lambda u ~ N(0, Sigma-hat)
         y = mean + Z @ (Lam @ u) + fit.sigma * rng.standard_normal(n)
         truth = fixed + _known_effects(fit, matrices, u)
-        parts[0, k] = prediction + truth - fit.refit(y)._predict_with(matrices)
+        parts[0, k] = prediction + truth - fit.refit(y).predict_with(matrices)
         parts[1, k] = _new_effects(fit, matrices, rng)
         parts[2, k] = fit.sigma * rng.standard_normal(len(newdata))
     return parts

@@ -19,18 +19,19 @@ import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 
-from .checks import DataError, require_columns
-from .criterion import CrossProducts, PlsSolution, deviance_from_pls, inverse_blocks, pls
+from .checks import DataError, check_nsim, require_columns
+from .criterion import CrossProducts, PlsSolution, criterion_value, inverse_blocks, pls
 from .datasets import level_labels
 from .design import Design, canonical_theta
 from .model_frame import apply_spec, conform, factor_calls, formula_variables, unseen_levels
+from .optimizer import GRADIENT_TOLERANCE, OptimizerResult, optimize_theta, single_blas_thread
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular(tol = 1e-4)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LmerFit:
-    """A linear mixed model fitted by ``lmmnotes.lmer``."""
+    """A linear mixed model fitted by ``lmmnotes.lmer``: the result step of the pipeline."""
 
     design: Design = field(repr=False)
     cross_products: CrossProducts = field(repr=False)
@@ -41,18 +42,23 @@ class LmerFit:
     criterion: float
     converged: bool
     message: str
+    optsum: OptimizerResult | None = field(repr=False, default=None)  # the optimization's record
 
     @classmethod
     def from_theta(cls, design: Design, cp: CrossProducts, reml: bool, theta: np.ndarray, *,
-                   converged: bool = True, message: str = "") -> "LmerFit":
-        """The fit at a given theta (the optimizer's answer), stored in its canonical form: a
-        column of a template whose diagonal entry is negative is negated, which leaves the model
-        unchanged (``canonical_theta``)."""
+                   optsum: OptimizerResult | None = None, converged: bool = True, message: str = "") -> "LmerFit":
+        """The fit at a given theta (the optimizer's answer, whose record ``optsum`` then also
+        gives ``converged`` and ``message``), stored in its canonical form: a column of a template
+        whose diagonal entry is negative is negated, which leaves the model unchanged
+        (``canonical_theta``)."""
         theta = canonical_theta(theta, design)
         sol = pls(theta, design, cp)
         dof = cp.n - cp.p if reml else cp.n
-        return cls(design, cp, sol, reml, theta, float(np.sqrt(sol.r2 / dof)),
-                   float(deviance_from_pls(sol, cp.n, cp.p, reml)), converged, message)
+        if optsum is not None:
+            converged, message = optsum.converged, optsum.message
+        return cls(design=design, cross_products=cp, solution=sol, reml=reml, theta=theta,
+                   sigma=float(np.sqrt(sol.r2 / dof)), criterion=criterion_value(sol, cp.n, cp.p, reml),
+                   converged=converged, message=message, optsum=optsum)
 
     # ---- sizes -------------------------------------------------------------------------------
     @property
@@ -137,7 +143,7 @@ class LmerFit:
         return "singular" if self.is_singular else "converged"
 
     # ---- variance components -----------------------------------------------------------------
-    def _group_names(self) -> list[str]:
+    def group_names(self) -> list[str]:
         """Term labels as lme4 prints them: a repeated grouping factor gets .1, .2, ..."""
         seen: dict[str, int] = {}
         names = []
@@ -150,7 +156,7 @@ class LmerFit:
     def covariances(self) -> dict[str, pd.DataFrame]:
         """Covariance matrix sigma^2 T_t T_t' of each term's random effects."""
         out = {}
-        for name, t, s in zip(self._group_names(), self.design.terms, self.design.theta_slices):
+        for name, t, s in zip(self.group_names(), self.design.terms, self.design.theta_slices):
             T = t.template(self.theta[s])
             out[name] = pd.DataFrame(self.sigma**2 * T @ T.T, index=list(t.columns), columns=list(t.columns))
         return out
@@ -174,7 +180,7 @@ class LmerFit:
         return frame
 
     # ---- random effects ----------------------------------------------------------------------
-    def _b_blocks(self) -> list[np.ndarray]:
+    def ranef_blocks(self) -> list[np.ndarray]:
         """Conditional modes b = Lambda u of each term, as (levels x p_t) arrays."""
         out, start = [], 0
         for t, s in zip(self.design.terms, self.design.theta_slices):
@@ -212,7 +218,7 @@ class LmerFit:
         """
         sds = self._conditional_sd_blocks() if condvar else None
         out: dict[str, pd.DataFrame] = {}
-        for k, (t, b) in enumerate(zip(self.design.terms, self._b_blocks())):
+        for k, (t, b) in enumerate(zip(self.design.terms, self.ranef_blocks())):
             frame = pd.DataFrame(b, index=pd.Index(t.levels, name=t.group), columns=list(t.columns))
             if condvar:
                 frame = frame.join(pd.DataFrame(sds[k], index=frame.index, columns=[f"condsd_{c}" for c in t.columns]))
@@ -239,7 +245,7 @@ class LmerFit:
     # ---- fitted values, residuals, prediction -------------------------------------------------
     def _Zb(self) -> np.ndarray:
         out = np.zeros(self.nobs)
-        for t, b in zip(self.design.terms, self._b_blocks()):
+        for t, b in zip(self.design.terms, self.ranef_blocks()):
             out += np.sum(t.X * b[t.codes], axis=1)
         return out
 
@@ -273,7 +279,7 @@ class LmerFit:
             values = fixed if population else fixed + self._Zb()
             return pd.Series(values, index=self.design.row_index, name="predicted")
         matrices = self.prediction_matrices(newdata, population, allow_new_levels=allow_new_levels)
-        return pd.Series(self._predict_with(matrices), index=newdata.index, name="predicted")
+        return pd.Series(self.predict_with(matrices), index=newdata.index, name="predicted")
 
     def prediction_matrices(self, newdata: pd.DataFrame, population: bool = False, *,
                             allow_new_levels: bool = False) -> "PredictionMatrices":
@@ -286,19 +292,25 @@ class LmerFit:
         if not isinstance(newdata, pd.DataFrame) or len(newdata) == 0:
             raise DataError("newdata must be a pandas DataFrame with at least one row")
         design = self.design
-        require_columns(newdata, design.fixed_variables, "newdata")
-        for name in design.fixed_variables:
+        expressions = [design.formula.fixed, *design.formula.offsets]
+        if not population:
+            expressions += [t.term.expr for t in design.terms]
+        used = formula_variables(*expressions)
+        require_columns(newdata, used, "newdata")
+        for name in used:  # factors of the fixed part and of the random-effects expressions
             if name in design.model_frame.columns and _is_factor(design.model_frame[name]):
-                _require_known_levels(design.model_frame[name], newdata[name], name, "fixed-effects factor")
-        for name in factor_calls(design.formula.fixed):
-            _require_known_levels(design.model_frame[name], newdata[name], f"factor({name})", "fixed-effects factor")
-        coded = conform(design.model_frame, newdata)  # factors coded as in the fit
+                _require_known_levels(design.model_frame[name], newdata[name], name)
+        for name in factor_calls(" + ".join(expressions)):
+            _require_known_levels(design.model_frame[name], newdata[name], name)
+        # only the model's columns go to formulaic: a column named like a function the formula
+        # calls (log) would hide the function
+        coded = conform(design.model_frame, newdata[used])  # factors coded as in the fit
         X = apply_spec(design.fixed_spec, coded)
         X = X[:, [list(design.fixed_spec.column_names).index(_formulaic_name(c)) for c in design.x_names]]
         terms = []
         if not population:
             for t in design.terms:
-                require_columns(newdata, [*t.term.factors, *formula_variables(t.term.expr)], "newdata")
+                require_columns(newdata, list(t.term.factors), "newdata")
                 missing = newdata[list(t.term.factors)].isna().any(axis=1)
                 if missing.any():
                     raise DataError(f"{int(missing.sum())} rows of newdata have no level of the grouping factor "
@@ -314,12 +326,12 @@ class LmerFit:
                                     "allow_new_levels=True to predict them at the population level (random "
                                     "effects of 0), as lme4's allow.new.levels")
                 terms.append((t.model_matrix(coded), np.where(known, index, 0), known))
-        return PredictionMatrices(X, terms, design.offset_for(newdata))
+        return PredictionMatrices(X, terms, design.offset_for(coded))
 
-    def _predict_with(self, matrices: "PredictionMatrices") -> np.ndarray:
+    def predict_with(self, matrices: "PredictionMatrices") -> np.ndarray:
         """offset + X beta + Z b for prepared prediction matrices; new levels get random effects of 0."""
         values = matrices.offset + matrices.X @ self.solution.beta
-        for (Xt, rows, known), b in zip(matrices.terms, self._b_blocks()):
+        for (Xt, rows, known), b in zip(matrices.terms, self.ranef_blocks()):
             values = values + np.where(known, np.sum(Xt * b[rows], axis=1), 0.0)
         return values
 
@@ -330,6 +342,7 @@ class LmerFit:
         New random effects u ~ N(0, sigma^2 I) are drawn for each response, unless ``use_u`` is
         True, in which case the conditional modes are kept and only the residual noise is new.
         """
+        nsim = check_nsim(nsim)
         rng = np.random.default_rng(seed)
         n, q = self.nobs, len(self.solution.u)
         mean = self.offset + self.design.X @ self.solution.beta
@@ -346,8 +359,6 @@ class LmerFit:
         """Fit the same model to a new response ``y`` (same rows; the offset, if any, is
         subtracted as at fit time), starting at this fit's theta, or at ``start`` if given (e.g.
         ``fit.design.default_start``, where ``lmer`` starts)."""
-        from .fit import optimize_theta, single_blas_thread  # fit imports this module
-
         y = np.asarray(y, dtype=float).ravel()
         if y.shape != self.design.y.shape:
             raise ValueError(f"refit needs a response of length {self.nobs}, got {y.shape[0]}")
@@ -358,18 +369,15 @@ class LmerFit:
         with single_blas_thread():
             cp = self.cross_products.with_response(design, y)
             opt = optimize_theta(design, cp, self.reml, self.theta if start is None else start)
-            return LmerFit.from_theta(design, cp, self.reml, opt.theta, converged=opt.converged, message=opt.message)
+            return LmerFit.from_theta(design, cp, self.reml, opt.theta, optsum=opt)
 
     def update(self, *, reml: bool) -> "LmerFit":
         """The same model fitted by REML (``reml=True``) or ML, starting at this fit's theta (lme4's
         ``update(fit, REML = ...)``); returns this fit if it already uses that criterion."""
-        from .fit import optimize_theta  # fit imports this module
-
         if reml == self.reml:
             return self
         opt = optimize_theta(self.design, self.cross_products, reml, self.theta)
-        return LmerFit.from_theta(self.design, self.cross_products, reml, opt.theta, converged=opt.converged,
-                                  message=opt.message)
+        return LmerFit.from_theta(self.design, self.cross_products, reml, opt.theta, optsum=opt)
 
     # ---- display ------------------------------------------------------------------------------
     def summary(self, digits: int = 5) -> "Summary":
@@ -397,14 +405,17 @@ def _is_factor(column: pd.Series) -> bool:
     return isinstance(column.dtype, pd.CategoricalDtype)
 
 
-def _require_known_levels(fitted: pd.Series, new: pd.Series, name: str, role: str) -> None:
-    """DataError if ``new`` has a level of the factor ``name`` that ``fitted`` does not have."""
+def _require_known_levels(fitted: pd.Series, new: pd.Series, name: str) -> None:
+    """DataError if ``new`` has a missing value, or a level of the factor ``name`` that ``fitted``
+    does not have: a fixed effect or random slope cannot be predicted for it."""
+    if new.isna().any():
+        raise DataError(f"{int(new.isna().sum())} rows of newdata have no value of the factor {name} (a missing "
+                        "value); give each row a level, or leave those rows out")
     unseen = unseen_levels(fitted, new)
     if unseen:
-        raise DataError(f"newdata has levels of the {role} {name} that the fit has not seen: "
-                        f"{', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}; a fixed effect "
-                        f"cannot be predicted for them (the levels seen are those of the data the model was "
-                        "fitted to)")
+        raise DataError(f"newdata has levels of the factor {name} that the fit has not seen: "
+                        f"{', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}; no effect can be "
+                        "predicted for them (the levels seen are those of the data the model was fitted to)")
 
 
 class Summary(str):
@@ -487,4 +498,10 @@ def _summary_text(fit: LmerFit, brief: bool = False, digits: int = 5) -> str:
         lines += ["", "boundary (singular) fit: some variance is estimated as 0 or a correlation as +/-1"]
     if not fit.converged:
         lines += ["", f"warning: the optimizer did not report convergence ({fit.message})"]
+    elif fit.optsum is not None and np.isinf(fit.optsum.scaled_gradient):
+        lines += ["", "warning: the criterion is flat in some direction at the estimates (some covariance "
+                      "parameters are not identified)"]
+    elif fit.optsum is not None and fit.optsum.scaled_gradient > GRADIENT_TOLERANCE:
+        lines += ["", f"warning: Model failed to converge with max|grad| = {fit.optsum.scaled_gradient:.3g} "
+                      f"(tol = {GRADIENT_TOLERANCE})"]
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .bootstrap import upper_tail_p
+from .resampling import upper_tail_p
 from .checks import check_nsim, whole_number
 from .checks import DataError
 from .criterion import profiled_criterion

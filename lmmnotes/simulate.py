@@ -133,7 +133,7 @@ def simulate_responses(design: pd.DataFrame, formula: str, fixef, covariances: d
     The same model as ``simulate_design`` (the arguments mean the same), drawn ``nsim`` times at
     once: column k is :math:`o + X\\beta + \\sum_t Z_t b_t^{(k)} + \\varepsilon^{(k)}` with new random
     effects and new errors in every column. For a Monte Carlo study, fit each model once to one
-    data set and ``refit`` it to the columns (see ``bootstrap.refit_responses``); building the
+    data set and ``refit`` it to the columns (see ``resampling.refit_responses``); building the
     design once instead of ``nsim`` times is what makes hundreds of replicates cheap.
 
     Rows follow ``design`` (rows with a missing value in a column the formula uses are NaN).

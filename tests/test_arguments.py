@@ -19,7 +19,7 @@ import statsmodels.formula.api as smf
 import lmmnotes
 from lmmnotes import DataError, anova, bootstrap, compare, confint, exact_rlrt, kenward_roger, lmer, lrt
 from lmmnotes import prediction_interval
-from lmmnotes.bootstrap import refit_responses
+from lmmnotes.resampling import refit_responses
 from lmmnotes.checks import MissingValuesWarning
 from lmmnotes.rlrt import simulate_rlrt
 
@@ -137,7 +137,7 @@ def test_every_n_jobs_is_checked_at_the_door(reml, ml, pulp_data, n_jobs):
 
 
 def test_n_jobs_minus_one_uses_every_core(reml, monkeypatch):
-    module = sys.modules["lmmnotes.bootstrap"]  # (lmmnotes.bootstrap is the function)
+    module = sys.modules["lmmnotes.resampling"]
 
     workers = []
     original = module._pool

@@ -344,9 +344,9 @@ def test_bad_input_errors():
         gibbs.one_way(pulp, "bright", "operator", n_iter=100, n_warmup=100)
     with pytest.raises(DataError, match="must be numeric"):
         gibbs.one_way(pulp, "operator", "operator")
-    empty = pulp.assign(operator=pulp["operator"].cat.add_categories(["e"]))
-    with pytest.raises(DataError, match="no observations"):
-        gibbs.one_way(empty, "bright", "operator")
+    unused = pulp.assign(operator=pulp["operator"].cat.add_categories(["e"]))  # dropped, as by lmer
+    kept = gibbs.one_way(unused, "bright", "operator", n_iter=200, seed=1)
+    assert [c for c in kept.parameters if c.startswith("a[")] == ["a[a]", "a[b]", "a[c]", "a[d]"]
     with pytest.raises(DataError, match="update must be"):
         gibbs.one_way(pulp, "bright", "operator", update="gibbs")
     with pytest.raises(DataError, match="not found"):

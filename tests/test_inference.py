@@ -20,7 +20,7 @@ from scipy import stats
 
 import lmmnotes
 from lmmnotes import bootstrap, confint, exact_rlrt, kenward_roger, lmer, lrt, prediction_interval, vcov_adjusted
-from lmmnotes.bootstrap import _scalar_term_deviances
+from lmmnotes.resampling import _scalar_term_deviances
 
 from .conftest import REFERENCE as LME4
 from .conftest import book_data, quantile_agrees

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from lmmnotes import DataError, FormulaError, lmer
-from lmmnotes.criterion import CrossProducts, _factorize, criterion_and_gradient, pls, profiled_criterion
+from lmmnotes.criterion import CrossProducts, factorize, criterion_and_gradient, pls, profiled_criterion
 from lmmnotes.design import build_design
 from lmmnotes.formula import parse_formula
 from lmmnotes.results import _fixed
@@ -343,8 +343,8 @@ def test_when_only_the_last_pivot_fails_the_factor_is_still_right(formula, spars
     design = build_design(parse_formula(formula), frame)
     cp = CrossProducts.from_design(design, sparse=sparse)
     theta = design.default_start * 0.8
-    ok = _factorize(theta, design, cp)
-    failed = _factorize(theta, design, dataclasses.replace(cp, yty=cp.yty - ok.r2 - 1.0))
+    ok = factorize(theta, design, cp)
+    failed = factorize(theta, design, dataclasses.replace(cp, yty=cp.yty - ok.r2 - 1.0))
     assert failed.r2 == np.finfo(float).tiny
     for name in ("R_X", "c_beta", "RZX", "cu"):
         np.testing.assert_allclose(getattr(failed, name), getattr(ok, name), rtol=1e-12, atol=1e-14)

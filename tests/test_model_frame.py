@@ -157,9 +157,9 @@ def test_predict_refuses_what_it_cannot_predict():
         fit.predict(new.assign(g="nobody"))
     np.testing.assert_allclose(fit.predict(new.assign(g="nobody"), allow_new_levels=True),
                                fit.predict(new, re_form="~0"), rtol=1e-12)
-    with pytest.raises(DataError, match="fixed-effects factor kind that the fit has not seen: mid"):
+    with pytest.raises(DataError, match="the factor kind that the fit has not seen: mid"):
         fit.predict(new.assign(kind="mid"))
-    with pytest.raises(DataError, match="fixed-effects factor kind that the fit has not seen: mid"):
+    with pytest.raises(DataError, match="the factor kind that the fit has not seen: mid"):
         fit.predict(new.assign(kind="mid"), re_form="~0", allow_new_levels=True)
     with pytest.raises(DataError, match="no level of the grouping factor g"):
         fit.predict(new.assign(g=[np.nan, "s0", "s0"]))
@@ -167,9 +167,42 @@ def test_predict_refuses_what_it_cannot_predict():
         fit.predict(new.drop(columns="x"))
     with pytest.raises(DataError, match="at least one row"):
         fit.predict(new.iloc[:0])
+    with pytest.raises(DataError, match="1 rows of newdata have no value of the factor kind"):
+        fit.predict(new.assign(kind=[None, "hi", "lo"]))
     before = new.copy()
     fit.predict(new)
     pd.testing.assert_frame_equal(new, before)
+
+
+def test_predict_checks_the_factors_of_random_effects_and_of_any_dtype():
+    data = frame().assign(kind=lambda d: np.where(d["w"] > 0, "hi", "lo"), code=lambda d: (d.index % 3).astype(object))
+    slope = quiet_lmer("y ~ x + (kind | g)", data)
+    with pytest.raises(DataError, match="the factor kind that the fit has not seen: zz"):
+        slope.predict(data.head(2).assign(kind="zz"))
+    codes = quiet_lmer("y ~ code + (1 | g)", data)  # an object column of integers is a factor
+    assert list(codes.fixef.index) == ["(Intercept)", "code[T.1]", "code[T.2]"]
+    with pytest.raises(DataError, match="the factor code that the fit has not seen: 7"):
+        codes.predict(data.head(2).assign(code=7))
+    halves = quiet_lmer("y ~ half + (1 | g)", data.assign(half=pd.Categorical(data.index % 3 * 0.5)))
+    assert list(halves.fixef.index) == ["(Intercept)", "half[T.0.5]", "half[T.1.0]"]  # formulaic's names
+    np.testing.assert_allclose(halves.predict(data.head(3).assign(half=[0.0, 0.5, 1.0])), halves.fitted().iloc[:3])
+
+
+def test_a_column_named_like_a_function_does_not_break_predict():
+    data = frame().assign(z=lambda d: np.exp(d["w"]))
+    fit = quiet_lmer("y ~ log(z) + (1 | g)", data)
+    np.testing.assert_allclose(fit.predict(data.head(3).assign(log=1.0)), fit.fitted().iloc[:3], rtol=1e-12)
+
+
+def test_nullable_and_date_columns():
+    data = frame().assign(flag=lambda d: pd.array(d["w"] > 0, dtype="boolean"), n=lambda d: pd.array(d.index % 4,
+                                                                                                   dtype="Int64"))
+    data.loc[5, "flag"] = pd.NA
+    with pytest.warns(MissingValuesWarning, match="1 of 120 rows"):
+        fit = lmer("y ~ flag + n + (1 | g)", data)
+    assert list(fit.fixef.index) == ["(Intercept)", "flag", "n"]
+    with pytest.raises(DataError, match="holds dates or times"):
+        lmer("y ~ day + (1 | g)", data.assign(day=pd.Timestamp("2024-01-01") + pd.to_timedelta(data.index, "D")))
 
 
 def test_an_unseen_level_of_factor_x_is_an_error():
@@ -177,7 +210,7 @@ def test_an_unseen_level_of_factor_x_is_an_error():
     fit = lmer("y ~ factor(dose) + (1 | g)", data)
     assert list(fit.fixef.index) == ["(Intercept)", "factor(dose)[T.2]"]
     np.testing.assert_allclose(lmer("y ~ as.factor(dose) + (1 | g)", data).fixef, fit.fixef, rtol=1e-12)
-    with pytest.raises(DataError, match=r"factor\(dose\) that the fit has not seen: 3"):
+    with pytest.raises(DataError, match="the factor dose that the fit has not seen: 3"):
         fit.predict(data.head(2).assign(dose=3))
     np.testing.assert_allclose(fit.predict(data.head(2).assign(dose=2.0)), fit.predict(data.head(2).assign(dose=2)))
 
@@ -221,7 +254,7 @@ def test_a_regular_fit_gives_no_warning():
 
 def test_a_fit_stopped_short_warns_of_convergence(monkeypatch):
     # stop the optimizer after a few evaluations: the scaled gradient there is large
-    import lmmnotes.fit as fit_module
+    import lmmnotes.optimizer as fit_module
 
     original = fit_module.minimize
 
@@ -231,7 +264,22 @@ def test_a_fit_stopped_short_warns_of_convergence(monkeypatch):
     monkeypatch.setattr(fit_module, "minimize", short)
     data = frame().assign(w=lambda d: d["w"] + d["g"].str[1:].astype(float) / 3)
     with pytest.warns(ConvergenceWarning):
-        lmer("y ~ x + (w | g)", data)
+        fit = lmer("y ~ x + (w | g)", data)
+    assert "warning:" in fit.summary()  # the one line lme4 users look for
+
+
+def test_a_fit_keeps_the_record_of_its_optimization():
+    data = frame()
+    slopes = np.random.default_rng(2).normal(size=12)[data["g"].str[1:].astype(int)]
+    fit = lmer("y ~ x + (x | g)", data.assign(y=data["y"] + slopes * data["x"]))
+    record = fit.optsum
+    assert record.optimizer.startswith("L-BFGS-B") and record.converged and record.n_evaluations > 3
+    np.testing.assert_array_equal(record.theta, fit.theta)
+    np.testing.assert_allclose(record.start, fit.design.default_start)
+    assert 0 <= record.scaled_gradient < 2e-3 and record.criterion == pytest.approx(fit.criterion, abs=1e-9)
+    singular = quiet_lmer("y ~ 1 + (1 | g)", pd.DataFrame({"g": np.repeat(np.arange(8), 5),
+                                                            "y": np.random.default_rng(1).normal(size=40)}))
+    assert singular.optsum.optimizer.startswith("bounded Brent") and np.isnan(singular.optsum.scaled_gradient)
 
 
 # ---- formulas as lme4 users write them -------------------------------------------------------------
@@ -254,6 +302,13 @@ def test_formulas_lme4_users_write():
     assert centred.fixef.iloc[0] == pytest.approx(base.fixef.iloc[0] + base.fixef["x"] * data["x"].mean(), rel=1e-8)
     squared = lmer("y ~ x + I(x^2) + (1 | g)", data)
     assert list(squared.fixef.index) == ["(Intercept)", "x", "I(x ** 2)"]
+    raw = lmer("y ~ poly(x, 2, raw = TRUE) + (1 | g)", data)  # R's TRUE
+    np.testing.assert_allclose(raw.fixef.to_numpy(), squared.fixef.to_numpy(), rtol=1e-8)
+    no_intercept = lmer("y ~ x + (1 | g) - 1", data)  # a term removed after the random effects, as R allows
+    assert list(no_intercept.fixef.index) == ["x"]
+    np.testing.assert_allclose(no_intercept.fixef, lmer("y ~ 0 + x + (1 | g)", data).fixef, rtol=1e-10)
+    separate = lmlist("y ~ x | `a g`", data.rename(columns={"g": "a g"}))
+    assert separate.n_groups == 12
 
 
 @pytest.mark.parametrize("formula, error, message", [

@@ -10,7 +10,7 @@ import lmmnotes
 from lmmnotes import datasets
 from lmmnotes.criterion import CrossProducts, profiled_criterion
 from lmmnotes.design import build_design, canonical_theta
-from lmmnotes.fit import optimize_theta
+from lmmnotes.optimizer import optimize_theta
 from lmmnotes.formula import parse_formula
 from lmmnotes.results import LmerFit
 

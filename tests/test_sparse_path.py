@@ -8,7 +8,7 @@ import pytest
 from lmmnotes import LmerFit
 from lmmnotes.criterion import CrossProducts, criterion_and_gradient, profiled_criterion
 from lmmnotes.design import build_design
-from lmmnotes.fit import optimize_theta
+from lmmnotes.optimizer import optimize_theta
 from lmmnotes.formula import parse_formula
 
 from .conftest import REFERENCE, book_data

@@ -38,9 +38,9 @@ class Mutant:
 MUTANTS = [
     # The bootstrap LRT and the exact RLRT share upper_tail_p; "lrt-p-strict" and "rlrt-p-strict"
     # break each caller, "p-strict" the shared comparison.
-    Mutant("p-strict", "lmmnotes/bootstrap.py",
+    Mutant("p-strict", "lmmnotes/resampling.py",
            "np.mean(samples >= observed - TIE_TOLERANCE)", "np.mean(samples > observed)"),
-    Mutant("lrt-p-strict", "lmmnotes/bootstrap.py",
+    Mutant("lrt-p-strict", "lmmnotes/resampling.py",
            "p_boot = upper_tail_p(kept, observed)", "p_boot = float(np.mean(kept > observed))"),
     Mutant("rlrt-p-strict", "lmmnotes/rlrt.py",
            "upper_tail_p(samples, statistic)", "float(np.mean(samples > statistic))"),
@@ -58,9 +58,9 @@ MUTANTS = [
     Mutant("simulate-design-variance-x1.1", "lmmnotes/simulate.py",
            "rng.multivariate_normal(np.zeros(t.p), S, size=t.n_levels",
            "rng.multivariate_normal(np.zeros(t.p), 1.1 * S, size=t.n_levels"),
-    Mutant("lrt-zero-tolerance-1e-2", "lmmnotes/bootstrap.py",
+    Mutant("lrt-zero-tolerance-1e-2", "lmmnotes/resampling.py",
            "ZERO_TOLERANCE = 1e-5", "ZERO_TOLERANCE = 1e-2"),
-    Mutant("kr-no-scaling", "lmmnotes/kenward_roger.py",
+    Mutant("kr-no-scaling", "lmmnotes/fixed_effect_tests.py",
            "statistic = scaling * F", "statistic = F"),
     # The Gibbs samplers (tests/test_gibbs.py): the source's bug in mu's conditional mean, a
     # variance's conditional scaled by 10%, the inverse Wishart's degrees of freedom off by one.

@@ -12,7 +12,7 @@ parameter on the boundary of its space under the null) it is conservative: the 5
 or the parametric bootstrap of ``lrt`` is the better reference there.
 
 The models must be fitted to the same data and each must be nested in the next; the checks are
-those of ``lrt`` (``bootstrap._check_nested``).
+those of ``lrt`` (``resampling.check_nested``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .bootstrap import _check_nested, _lmer_model
+from .resampling import check_nested, compared_model
 from .checks import whole_number
 from .checks import DataError
 from .results import LmerFit
@@ -117,14 +117,14 @@ def compare(*fits: LmerFit, names: list[str] | None = None, digits: int = 2) -> 
     refitted = tuple(n for n, f in zip(names, fits) if f.reml)
     ml = [f.update(reml=False) for f in fits]  # lme4: "refitting model(s) with ML (instead of REML)"
     order = sorted(range(len(fits)), key=lambda k: ml[k].n_parameters)  # stable: ties keep their order
-    models = [_lmer_model(ml[k], names[k]) for k in order]
+    models = [compared_model(ml[k], names[k]) for k in order]
     for (i, small), (j, large) in zip(zip(order, models), zip(order[1:], models[1:])):
         if small.n_parameters == large.n_parameters:
             raise DataError(f"models {names[i]} and {names[j]} have the same number of parameters "
                             f"({small.n_parameters}), so neither is nested in the other; a likelihood-ratio "
                             "test needs nested models (compare non-nested ones by AIC or BIC)")
         try:
-            _check_nested(small, large)
+            check_nested(small, large)
         except DataError as error:
             raise DataError(f"{names[i]} and {names[j]}: {error}") from None
 

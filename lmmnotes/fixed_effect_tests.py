@@ -61,7 +61,7 @@ def _variance_patterns(fit: LmerFit) -> list[sp.csr_matrix]:
     q = fit.design.q
     for t in fit.design.terms:
         base = offset + t.p * np.arange(t.n_levels)
-        for r, c in zip(*t._lower):
+        for r, c in zip(*t.lower):
             rows = np.concatenate([base + r, base + c]) if r != c else base + r
             cols = np.concatenate([base + c, base + r]) if r != c else base + c
             patterns.append(sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(q, q)))
@@ -69,7 +69,7 @@ def _variance_patterns(fit: LmerFit) -> list[sp.csr_matrix]:
     return patterns
 
 
-def _kr_pieces(fit: LmerFit) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+def kr_pieces(fit: LmerFit) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
     """Phi, the P_i, W and Phi_A of the module docstring (the last G_i is the residual's identity)."""
     d = fit.design
     Z = d.Z()
@@ -128,7 +128,7 @@ def _kr_pieces(fit: LmerFit) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, 
 def vcov_adjusted(fit: LmerFit) -> pd.DataFrame:
     """The Kenward-Roger adjusted covariance matrix Phi_A of the fixed effects (pbkrtest's vcovAdj)."""
     fit = fit.update(reml=True)
-    Phi_A = _kr_pieces(fit)[3]
+    Phi_A = kr_pieces(fit)[3]
     names = list(fit.design.x_names)
     return pd.DataFrame(0.5 * (Phi_A + Phi_A.T), index=names, columns=names)
 
@@ -214,7 +214,7 @@ def kenward_roger(large: LmerFit, small) -> KenwardRogerTest:
     else:
         L = reduce_restriction(small, len(large.design.x_names))  # full row rank: rows = rank
     fit = large.update(reml=True)
-    Phi, P, W, Phi_A = _kr_pieces(fit)
+    Phi, P, W, Phi_A = kr_pieces(fit)
     q = L.shape[0]  # the rank of L
     Lb = L @ fit.solution.beta
     F = float(Lb @ np.linalg.solve(L @ Phi_A @ L.T, Lb)) / q

@@ -23,6 +23,7 @@ and multilevel data; they are what a mixed model shrinks.
 from __future__ import annotations
 
 import html
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -31,9 +32,9 @@ import pandas as pd
 from formulaic import Formula
 from scipy import stats
 
-from .checks import DataError, require_frame
-from .design import _r_name, factor_codes
-from .formula import FormulaError, _split_top_level, to_formulaic
+from .checks import DataError, check_level, require_frame
+from .design import r_name, factor_codes
+from .formula import FormulaError, group_name, split_top_level, to_formulaic
 from .model_frame import evaluate, formula_variables, kept_rows, model_frame
 
 
@@ -80,8 +81,7 @@ class LmList:
         degrees of freedom; a group with no residual df gets NaN. ``pool=True``: the pooled SD
         ``sigma`` on ``df_residual`` degrees of freedom (narrower, assumes one residual variance).
         """
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be between 0 and 1, e.g. 0.95; got {level}")
+        level = check_level(level)
         se = self._unscaled_se()
         if pool:
             half = se * self.sigma * stats.t.ppf(0.5 + level / 2.0, self.df_residual)
@@ -119,15 +119,21 @@ def _split_formula(formula: str) -> tuple[str, str, str]:
         raise DataError(f"lmlist needs a formula 'response ~ predictors | group', got {formula!r}")
     lhs, _, rhs = formula.partition("~")
     try:
-        pieces = _split_top_level(rhs, "|")
+        pieces = split_top_level(rhs, "|")
     except FormulaError as error:
         raise DataError(str(error)) from None
     if len(pieces) != 2 or not pieces[0].strip() or not pieces[1].strip() or not lhs.strip():
         raise DataError(
             f"lmlist needs a formula 'response ~ predictors | group' with one '|' naming the grouping "
             f"column, e.g. 'log(income) ~ cyear | person'; got {formula!r}")
-    group = pieces[1].strip()
-    return to_formulaic(lhs.strip()), to_formulaic(pieces[0].strip()), group
+    predictors = pieces[0].strip()
+    if re.search(r"(?<![\w.`])\.(?![\w.])", predictors):
+        raise FormulaError(f"{formula!r} uses '.' (all other columns), which lmmnotes does not expand: name the "
+                           "columns, e.g. 'y ~ x1 + x2 | g'")
+    if re.search(r"\boffset\(", predictors):
+        raise FormulaError(f"{formula!r} has an offset, which lmlist does not take: subtract it from the "
+                           "response instead, e.g. 'I(y - z) ~ x | g'")
+    return to_formulaic(lhs.strip()), to_formulaic(predictors), group_name(pieces[1])
 
 
 def lmlist(formula: str, data: pd.DataFrame) -> LmList:
@@ -157,7 +163,7 @@ def lmlist(formula: str, data: pd.DataFrame) -> LmList:
                         "(e.g. no log of 0)")
     y = y.ravel()
     X = kept_rows(matrices.rhs, complete)
-    names = [_r_name(c) for c in matrices.rhs.columns]
+    names = [r_name(c) for c in matrices.rhs.columns]
     p = X.shape[1]
     codes, levels = factor_codes(frame.loc[complete], (group,))
 

@@ -32,7 +32,7 @@ from scipy import stats
 
 from .checks import DataError, check_level, check_nsim, resolve_n_jobs
 from .design import canonical_theta, column_space_coefficients
-from .fit import single_blas_thread
+from .optimizer import single_blas_thread
 from .results import LmerFit
 
 ZERO_TOLERANCE = 1e-5  # a bootstrap LRT below this counts as zero (theta-hat on the boundary)
@@ -285,7 +285,7 @@ def _format_p(p: float) -> str:
 
 
 @dataclass(frozen=True)
-class _Model:
+class ComparedModel:
     """What ``lrt`` needs of either model: X, y, the log-likelihood and parameter count."""
 
     X: np.ndarray
@@ -297,7 +297,7 @@ class _Model:
     beta: np.ndarray | None = None
 
 
-def _ols_model(result) -> _Model:
+def _ols_model(result) -> ComparedModel:
     model = getattr(result, "model", None)
     if model is None or not hasattr(model, "exog") or not hasattr(result, "ssr"):
         raise TypeError("a null model without random effects must be a statsmodels OLS fit, e.g. "
@@ -308,18 +308,18 @@ def _ols_model(result) -> _Model:
     y = np.asarray(model.endog, dtype=float)
     n = len(y)
     loglik = -0.5 * n * (1.0 + np.log(2.0 * np.pi * result.ssr / n))
-    return _Model(X, y, float(loglik), X.shape[1] + 1, None, float(np.sqrt(result.ssr / n)),
+    return ComparedModel(X, y, float(loglik), X.shape[1] + 1, None, float(np.sqrt(result.ssr / n)),
                   np.asarray(result.params, dtype=float))
 
 
-def _lmer_model(fit: LmerFit, role: str) -> _Model:
+def compared_model(fit: LmerFit, role: str) -> ComparedModel:
     if fit.reml:
         raise ValueError(f"the {role} model was fitted by REML; likelihood-ratio tests need ML fits: "
                          "refit with lmer(..., reml=False)")
-    return _Model(fit.design.X, fit.design.y, fit.loglik, fit.n_parameters, fit)
+    return ComparedModel(fit.design.X, fit.design.y, fit.loglik, fit.n_parameters, fit)
 
 
-def _check_nested(null: _Model, alt: _Model) -> None:
+def check_nested(null: ComparedModel, alt: ComparedModel) -> None:
     if len(null.y) != len(alt.y) or not np.allclose(null.y, alt.y, rtol=1e-12, atol=1e-12):
         raise DataError("the two models were fitted to different data (responses differ); fit both to the "
                          "same rows of the same data, after removing missing values")
@@ -338,7 +338,7 @@ def _check_nested(null: _Model, alt: _Model) -> None:
                              f"{', '.join(missing)} of the null model")
 
 
-def _adds_one_random_term(null: _Model, alt: _Model) -> bool:
+def _adds_one_random_term(null: ComparedModel, alt: ComparedModel) -> bool:
     """Same fixed effects, and the alternative has exactly one random-effects term more."""
     n_null = 0 if null.fit is None else len(null.fit.design.terms)
     return null.X.shape[1] == alt.X.shape[1] and len(alt.fit.design.terms) == n_null + 1
@@ -356,7 +356,7 @@ def _scalar_term_deviances(fit: LmerFit, Y: np.ndarray, reml: bool) -> np.ndarra
     r"""The minimized criterion for each column of Y, for a model with one scalar random term.
 
     With :math:`Z^\top Z = \mathrm{diag}(s_k)` and :math:`A_k = \theta^2 s_k + 1`, the quantities of
-    ``criterion._factorize`` become, replicate by replicate,
+    ``criterion.factorize`` become, replicate by replicate,
     :math:`R_{ZX} = \theta Z^\top X / \sqrt{A}`, :math:`c_u = \theta Z^\top y/\sqrt{A}`,
     :math:`R_X^\top R_X = X^\top X - R_{ZX}^\top R_{ZX}`, :math:`c_\beta = R_X^{-\top}(X^\top y - R_{ZX}^\top c_u)`
     and :math:`r^2 = y^\top y - \|c_u\|^2 - \|c_\beta\|^2`. The minimum over theta is found on a
@@ -417,7 +417,7 @@ def _has_one_scalar_term(fit: LmerFit | None) -> bool:
     return fit is not None and len(fit.design.terms) == 1 and fit.design.terms[0].p == 1
 
 
-def _deviances(model: _Model, Y: np.ndarray) -> np.ndarray:
+def _deviances(model: ComparedModel, Y: np.ndarray) -> np.ndarray:
     """-2 max log-likelihood of ``model`` refitted to each column of Y."""
     if model.fit is None:
         return _ols_deviances(model.X, Y)
@@ -430,13 +430,13 @@ def _deviances(model: _Model, Y: np.ndarray) -> np.ndarray:
     return out
 
 
-def _simulate(model: _Model, nsim: int, rng: np.random.Generator) -> np.ndarray:
+def _simulate(model: ComparedModel, nsim: int, rng: np.random.Generator) -> np.ndarray:
     if model.fit is None:
         return (model.X @ model.beta)[:, None] + model.sigma_ml * rng.standard_normal((len(model.y), nsim))
     return model.fit.simulate(nsim, seed=rng).to_numpy()
 
 
-def _lrt_chunk(null: _Model, alt: _Model, Y: np.ndarray) -> np.ndarray:
+def _lrt_chunk(null: ComparedModel, alt: ComparedModel, Y: np.ndarray) -> np.ndarray:
     return np.maximum(_deviances(null, Y) - _deviances(alt, Y), 0.0)
 
 
@@ -462,9 +462,9 @@ def lrt(null, alt: LmerFit, nsim: int = 1000, seed=None, *, n_jobs: int = 1, pro
         raise TypeError("alt must be a model fitted with lmmnotes.lmer(..., reml=False)")
     nsim = check_nsim(nsim)
     n_jobs = resolve_n_jobs(n_jobs)
-    null_model = _lmer_model(null, "null") if isinstance(null, LmerFit) else _ols_model(null)
-    alt_model = _lmer_model(alt, "alternative")
-    _check_nested(null_model, alt_model)
+    null_model = compared_model(null, "null") if isinstance(null, LmerFit) else _ols_model(null)
+    alt_model = compared_model(alt, "alternative")
+    check_nested(null_model, alt_model)
     observed = max(2.0 * (alt_model.loglik - null_model.loglik), 0.0)
     df = alt_model.n_parameters - null_model.n_parameters
 

@@ -1,0 +1,315 @@
+"""The optimizer step of the lmer pipeline: theta-hat = argmin of the profiled criterion.
+
+``optimize_theta`` minimizes ``criterion.profiled_criterion`` (or d_R) over theta from a start,
+on one BLAS thread, and returns an ``OptimizerResult``: the record of the optimization, as
+MixedModels.jl's ``OptSummary`` and lme4's ``@optinfo``. ``lme4_gradient_check`` is lme4's test of
+convergence at the answer. A fitted template has a nonnegative diagonal, as in lme4
+(``design.canonical_theta``).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import OptimizeResult, minimize, minimize_scalar
+from threadpoolctl import ThreadpoolController
+
+from .criterion import CrossProducts, criterion_and_gradient, profiled_criterion
+from .design import Design, canonical_theta
+
+GRADIENT_TOLERANCE = 2e-3  # the default tolerance of lme4's check.conv.grad
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerResult:
+    """The record of one optimization of theta (MixedModels.jl's ``OptSummary``, lme4's ``@optinfo``)."""
+
+    optimizer: str  # the algorithm: bounded Brent for one parameter, L-BFGS-B for several
+    start: np.ndarray  # where the search began
+    theta: np.ndarray  # where it ended (canonical: nonnegative template diagonals)
+    criterion: float  # d(theta) or d_R(theta) at theta
+    converged: bool
+    message: str  # the optimizer's reason for stopping
+    n_evaluations: int  # of the criterion (with or without its gradient), restarts and probes included
+    restarts: int = 0  # fresh L-BFGS-B runs after the first (from a probe inside the boundary, or a stall)
+    snapped: tuple[int, ...] = ()  # entries of theta set to exactly 0 at the end (``_snap_to_boundary``)
+    # lme4's convergence test at theta (``lme4_gradient_check``), made by ``lmer``: nan if not made,
+    # inf if the criterion is flat in some direction
+    scaled_gradient: float = float("nan")
+
+
+def _minimize_scalar(f, start: float, lower: float) -> tuple[float, float, bool, str]:
+    """One theta: bracket the minimum by doubling from ``start``, then bounded Brent."""
+    hi, f_hi, n = max(2.0 * start, 1.0), None, 0
+    f_prev = f(np.array([start]))
+    while n < 60:
+        f_hi = f(np.array([hi]))
+        n += 1
+        if f_hi > f_prev:
+            break
+        f_prev, hi = f_hi, 2.0 * hi
+    result = minimize_scalar(lambda x: f(np.array([x])), bounds=(lower, hi), method="bounded",
+                             options={"xatol": 1e-10, "maxiter": 500})
+    x, fun = float(result.x), float(result.fun)
+    at_bound = f(np.array([lower]))  # Brent never evaluates the bound itself: a boundary fit ends exactly there
+    if at_bound <= fun:
+        x, fun = lower, float(at_bound)
+    return x, fun, bool(result.success), str(result.message)
+
+
+class _Stalled(Exception):
+    """The line search keeps asking for points within rounding distance of the best one."""
+
+
+FTOL = 1e-12  # L-BFGS-B stops when an iteration lowers the criterion by less than this, relative
+STALL_DISTANCE = 1e-8  # relative (max norm): closer than this, theta cannot improve the criterion
+
+
+def _bounds(design: Design) -> list[tuple[float | None, None]]:
+    """L-BFGS-B's bounds: theta >= 0 for a scalar term (lme4's bound), none for a template's entries.
+
+    The diagonal of a p x p template (p > 1) needs no bound, since theta and its canonical form
+    give the same criterion. A bounded search can stop on a false boundary point: the last
+    diagonal entry of a template enters the criterion only through its square, so the gradient
+    in it vanishes there. Among the 1000 fits of chapter 11's Monte Carlo study, a bounded
+    search (in the units of ``_lbfgsb``) ended 19 times at a worse boundary point, which the
+    probe of ``_optimize_theta`` did not repair; the unbounded search, never. Unbounded, a step
+    through 0 lands on the mirror image of a point inside, and a singular fit is an ordinary
+    minimum at 0, approached quadratically (``_snap_to_boundary`` ends it there). A scalar term
+    keeps its bound, which makes no such trouble (the probe handles a stop at 0) and saves
+    evaluations in crossed designs.
+    """
+    return [(0.0, None) if s else (None, None) for s in _scalar_entries(design)]
+
+
+def _scalar_entries(design: Design) -> np.ndarray:
+    """Which entries of theta belong to a scalar term (p = 1)."""
+    return np.concatenate([np.full(t.n_theta, t.p == 1) for t in design.terms])
+
+
+def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
+    """L-BFGS-B with tight tolerances and ``_bounds``, stopped early when it stalls; the point
+    found is returned with nonnegative diagonals (``canonical_theta``).
+
+    The search runs on theta / ``design.theta_scale``, so that each entry is measured in the
+    unit of its column of X_t: L-BFGS-B's first step has length 1 and then learns the curvature,
+    and with a column such as years since 1978 (rms about 6) a unit step in theta overshoots
+    far. This halves the evaluations of a random-slope model.
+
+    At the optimum of a large model the last line search can spend a dozen evaluations on points
+    within 1e-12 of the best one, whose criterion agrees to all printed digits. When two
+    requests in a row come within ``STALL_DISTANCE`` of the best point, the search stops there
+    and reports it: no point it could still find would differ by more than rounding error.
+    """
+    scale = design.theta_scale
+    best = {"scaled": None, "fun": np.inf, "near": 0, "nfev": 0}
+
+    def fun(scaled):
+        if best["scaled"] is not None and (np.max(np.abs(scaled - best["scaled"]))
+                                           <= STALL_DISTANCE * max(1.0, np.max(np.abs(best["scaled"])))):
+            best["near"] += 1
+            if best["near"] >= 2:
+                raise _Stalled
+        else:
+            best["near"] = 0
+        value, gradient = criterion_and_gradient(scaled * scale, design, cp, reml)
+        best["nfev"] += 1
+        if value < best["fun"]:
+            best.update(scaled=np.array(scaled, dtype=float), fun=value)
+        return value, gradient * scale
+
+    try:
+        result = minimize(fun, start / scale, jac=True, method="L-BFGS-B", bounds=_bounds(design),
+                          options={"ftol": FTOL, "gtol": 1e-8, "maxiter": 2000})
+        success, message = result.success, result.message
+        if success and result.fun > best["fun"]:
+            # L-BFGS-B can report convergence at a trial point worse than its best one: a step
+            # onto the bound of scalar thetas lands where the gradient vanishes (their squares
+            # enter the criterion), the projected gradient there is 0, and it stops. The best
+            # point is then no optimum: report that, and _optimize_theta starts again from it.
+            success, message = False, f"{message}, at a point worse than the best one evaluated"
+    except _Stalled:
+        success, message = True, "CONVERGENCE: the line search stalled within rounding distance of the best point"
+    return OptimizeResult(x=canonical_theta(best["scaled"] * scale, design), fun=best["fun"], success=success,
+                          nfev=best["nfev"], message=message)
+
+
+BOUNDARY_DISTANCE = 1e-4  # a diagonal entry this close to 0 (in its unit, theta_scale) counts as on the boundary
+
+
+def _near_boundary(theta: np.ndarray, design: Design) -> np.ndarray:
+    """Which entries of theta are diagonal entries within ``BOUNDARY_DISTANCE`` of 0, in their units."""
+    return (design.theta_lower == 0) & (np.abs(theta) < BOUNDARY_DISTANCE * design.theta_scale)
+
+
+def _snap_to_boundary(theta: np.ndarray, value: float, criterion, design: Design) -> tuple[np.ndarray, float]:
+    """Set the diagonal entries within ``BOUNDARY_DISTANCE`` of 0 to exactly 0 unless the criterion
+    increases beyond rounding: a singular fit reported as lme4 reports it, on the boundary."""
+    near = _near_boundary(theta, design) & (theta != 0)
+    if not near.any():
+        return theta, value
+    snapped = np.where(near, 0.0, theta)
+    snapped_value = criterion(snapped)
+    # at 1e-8 from a singular optimum the criterion differs from it by about 1e-16: rounding decides
+    return (snapped, snapped_value) if snapped_value <= value + 1e-12 * abs(value) else (theta, value)
+
+
+def _scaled_gradient(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> float:
+    """max |R^{-T} g| for the gradient g and R'R = H, the Hessian by central differences of g."""
+    _, g = criterion_and_gradient(theta, design, cp, reml)
+    steps = 1e-5 * np.maximum(np.abs(theta), 1e-2)
+    columns = []
+    for j, h in enumerate(steps):
+        e = np.zeros_like(theta)
+        e[j] = h
+        low = np.where(design.theta_lower == 0, np.maximum(theta - e, 0.0), theta - e)
+        columns.append((criterion_and_gradient(theta + e, design, cp, reml)[1]
+                        - criterion_and_gradient(low, design, cp, reml)[1]) / (theta[j] + h - low[j]))
+    H = np.array(columns)
+    try:
+        R = np.linalg.cholesky(0.5 * (H + H.T)).T
+    except np.linalg.LinAlgError:
+        return np.inf
+    return float(np.max(np.abs(np.linalg.solve(R.T, g))))
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The process's BLAS libraries, found once (a lookup costs about 0.2 ms; a limit 10 us)."""
+    return ThreadpoolController()
+
+
+def single_blas_thread():
+    """Context manager: run the enclosed (small-matrix) linear algebra on one BLAS thread."""
+    return _blas().limit(limits=1, user_api="blas")
+
+
+def optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray | None = None) -> OptimizerResult:
+    """Minimize the profiled criterion over theta, from ``start`` (default: each T_t diagonal with
+    ``design.theta_scale``, i.e. lme4's T_t = I in the units of the columns of X_t).
+
+    One parameter: bounded Brent (scipy.optimize.minimize_scalar). Several: L-BFGS-B with the
+    analytic gradient (``criterion.criterion_and_gradient``), a template's entries unbounded
+    (``_bounds``); a stop on the boundary is checked by probing inside, and a diagonal entry that
+    ends next to 0 is set to 0 (``_snap_to_boundary``).
+    Tolerances are tight so that the log-likelihood matches lme4's to 1e-6 or better.
+
+    One BLAS thread: most evaluations work on small matrices, for which the synchronization of
+    several threads costs more than it saves (a refit of this book's models is about three times
+    faster single-threaded). For the largest model of the book (72,500 ratings, a dense block
+    L_22 of order 1114) two threads save 15-20% on an idle two-core machine, but take twice as
+    long as one thread when one other process computes, and ten times as long under heavier
+    load (``make benchmark``, "busy machine").
+    """
+    with single_blas_thread():
+        lower, scale = design.theta_lower, design.theta_scale
+        start = design.default_start if start is None else canonical_theta(np.asarray(start, dtype=float), design)
+
+        evaluations = 0  # of the criterion, with or without its gradient, in every step below
+
+        def criterion(theta: np.ndarray) -> float:
+            nonlocal evaluations
+            evaluations += 1
+            return profiled_criterion(theta, design, cp, reml)
+
+        def lbfgsb(start: np.ndarray) -> OptimizeResult:
+            nonlocal evaluations
+            run = _lbfgsb(design, cp, reml, start)
+            evaluations += run.nfev
+            return run
+
+        if len(start) == 1:
+            x, fun, ok, message = _minimize_scalar(criterion, float(start[0]), float(lower[0]))
+            return OptimizerResult(optimizer="bounded Brent (scipy.optimize.minimize_scalar)", start=start,
+                                   theta=np.array([x]), criterion=fun, converged=ok, message=message,
+                                   n_evaluations=evaluations)
+        result = lbfgsb(start)
+        restarts = 0
+        scalar = _scalar_entries(design)
+        for _ in range(3):
+            # A scalar term's theta, and the last diagonal entry of a template, enter the criterion
+            # only through their squares, so the gradient in them vanishes at 0: a bounded search
+            # can stop there, and a search started there (a refit from a singular fit's theta)
+            # never leaves. Probe inside (steps in the units theta_scale) along each scalar theta that
+            # ends near 0 and each diagonal entry of a template that ends exactly at 0, and restart
+            # when the criterion drops.
+            on_boundary = np.flatnonzero(np.where(scalar, _near_boundary(result.x, design), (lower == 0) & (result.x == 0)))
+            best_x, best_f = result.x, result.fun
+            for j in on_boundary:
+                for delta in (1e-3, 1e-2, 1e-1, 1.0):
+                    x = result.x.copy()
+                    x[j] = delta * scale[j]
+                    value = criterion(x)
+                    if value < best_f - 1e-10:
+                        best_x, best_f = x, value
+            if best_x is result.x:
+                break
+            again = lbfgsb(best_x)
+            restarts += 1
+            if again.fun >= result.fun:
+                break
+            result = again
+        for _ in range(2):  # a stalled line search usually recovers from a fresh start (new Hessian estimate)
+            if result.success:
+                break
+            again = lbfgsb(result.x)
+            restarts += 1
+            if again.fun <= result.fun:
+                result = again
+        converged, message = bool(result.success), str(result.message)
+        if not converged:
+            # L-BFGS-B may stop with "ABNORMAL" when no line search can improve on rounding error.
+            # Accept the point if its scaled gradient R^{-T} g, with R'R = H (its Euclidean length
+            # is a Newton step's length in the metric of H), is below 2e-3 in every entry: a test
+            # modelled on lme4's check.conv.grad, which tests max(pmin(|R^{-1} g|, |g|)) instead.
+            scaled = _scaled_gradient(result.x, design, cp, reml)
+            evaluations += 1 + 2 * len(result.x)
+            if scaled < GRADIENT_TOLERANCE:
+                converged, message = True, f"{message} (scaled gradient {scaled:.1e} < {GRADIENT_TOLERANCE})"
+        theta, value = _snap_to_boundary(result.x, float(result.fun), criterion, design)
+        snapped = tuple(int(j) for j in np.flatnonzero((theta == 0) & (result.x != 0)))
+        return OptimizerResult(optimizer="L-BFGS-B (scipy.optimize.minimize)", start=start, theta=theta,
+                               criterion=value, converged=converged, message=message, n_evaluations=evaluations,
+                               restarts=restarts, snapped=snapped)
+
+
+# relative: a smaller eigenvalue of the Hessian (in the units of theta_scale) is a flat direction.
+# Finite differences leave noise of about 1e-7 to 1e-5 of the largest eigenvalue in a truly flat
+# direction (chapter 11's unidentified parameters), while identified directions sit above 1e-2
+# there: 1e-4 keeps the verdict put when theta moves by 1e-6 (make test-portable).
+IDENTIFIED_CURVATURE = 1e-4
+
+
+def lme4_gradient_check(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> float | None:
+    """lme4's convergence test (``check.conv.grad``): max over the free entries of theta of
+    min(|R^{-1} g|, |g|), with g the criterion's gradient and R'R = H its Hessian (by central
+    differences of the analytic gradient). Entries held at their bound of 0 are not free.
+
+    None when H is not clearly positive definite: an eigenvalue of H in the units of
+    ``design.theta_scale`` at or below ``IDENTIFIED_CURVATURE`` times the largest (a direction
+    in which the criterion is flat, so that no scaled gradient is defined; lme4 says "unable to
+    evaluate scaled gradient" or "Hessian is numerically singular"). The relative threshold
+    keeps rounding noise in a flat direction from deciding the answer; a direction that flat is
+    at best weakly identified (its standard error 100 times the best one's, in scaled units)."""
+    free = ~((design.theta_lower == 0) & (theta == 0))
+    if not free.any():
+        return 0.0
+    _, g = criterion_and_gradient(theta, design, cp, reml)
+    columns = []
+    for j in np.flatnonzero(free):
+        h = 1e-5 * max(abs(theta[j]), 1e-2 * design.theta_scale[j])
+        up, down = theta.copy(), theta.copy()
+        up[j] += h
+        down[j] -= h
+        columns.append((criterion_and_gradient(up, design, cp, reml)[1]
+                        - criterion_and_gradient(down, design, cp, reml)[1])[free] / (2 * h))
+    H = np.array(columns)
+    H = 0.5 * (H + H.T)
+    scale = design.theta_scale[free]
+    curvatures = np.linalg.eigvalsh(H * np.outer(scale, scale))
+    if curvatures[0] <= IDENTIFIED_CURVATURE * curvatures[-1]:
+        return None
+    R = np.linalg.cholesky(H).T
+    return float(np.max(np.minimum(np.abs(np.linalg.solve(R, g[free])), np.abs(g[free]))))
