@@ -292,7 +292,7 @@ def estimator_variance(icc: float | np.ndarray, a: int, n: int, *, total: float 
 
 
 # ---- balanced nested designs of any depth -----------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NestedAnova:
     r"""ANOVA table and method-of-moments variance components of a balanced nested design.
 
@@ -404,7 +404,8 @@ def _nested(data: pd.DataFrame, response: str, factors: list, truncate: bool) ->
     table = pd.DataFrame({"df": df + [df_resid], "sum_sq": ss + [ss_resid], "mean_sq": ms, "F": F + [np.nan],
                           "p_value": p + [np.nan], "EMS": ems}, index=pd.Index(names + ["Residual"], name="source"))
     components = pd.Series(estimates, index=pd.Index(names + ["Residual"], name="component"), name="variance")
-    return NestedAnova(response, tuple(names), table, components, tuple(per_level), negative)
+    return NestedAnova(response=response, factors=tuple(names), table=table, components=components,
+                       per_level=tuple(per_level), negative=negative)
 
 
 # ---- the split-plot design ----------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ between the first term and the others is ever formed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -98,7 +98,7 @@ from .design import Design
 DENSE_LIMIT = 40_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SchurMap:
     r"""The sparse path's map from W to :math:`N W N^\top` (module docstring).
 
@@ -161,7 +161,7 @@ class SchurMap:
         rows, cols = np.divmod(positions, q2)
         c22 = np.zeros(len(positions))
         c22[number[c22_key]] = C.data[below]
-        return cls(rows, cols, c22, K, q2, scalar)
+        return cls(rows=rows, cols=cols, c22=c22, K=K, q2=q2, scalar=scalar)
 
     def schur(self, W: np.ndarray) -> np.ndarray:
         """Z_2'Z_2 - N W N' at the positions."""
@@ -183,7 +183,7 @@ class SchurMap:
         return R + np.swapaxes(R, 1, 2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CrossProducts:
     """Cross-products of [Z X y], split after the first random-effects term.
 
@@ -256,7 +256,8 @@ class CrossProducts:
         else:  # a single term: no second block
             N, Z2Z2, Z2X = np.zeros((0, l1 * p1)), np.zeros((0, 0)), np.zeros((0, X.shape[1]))
         empty = np.zeros(0)
-        base = cls(Z1Z1, Z1X, empty, N, Z2Z2, Z2X, empty, X.T @ X, empty, 0.0, design.nobs, X.shape[1], empty, schur)
+        base = cls(Z1Z1=Z1Z1, Z1X=Z1X, Z1y=empty, Z2Z1=N, Z2Z2=Z2Z2, Z2X=Z2X, Z2y=empty, XtX=X.T @ X, Xty=empty,
+                   yty=0.0, n=design.nobs, p=X.shape[1], gamma=empty, schur=schur)
         return base.with_response(design, design.y)
 
     def with_response(self, design: Design, y: np.ndarray) -> "CrossProducts":
@@ -272,8 +273,7 @@ class CrossProducts:
         gamma = _least_squares(X, self.XtX, y)
         resid = y - X @ gamma
         Z1y, Z2y = _Zt_times(design, resid)
-        return CrossProducts(self.Z1Z1, self.Z1X, Z1y, self.Z2Z1, self.Z2Z2, self.Z2X, Z2y, self.XtX,
-                             X.T @ resid, float(resid @ resid), self.n, self.p, gamma, self.schur)
+        return replace(self, Z1y=Z1y, Z2y=Z2y, Xty=X.T @ resid, yty=float(resid @ resid), gamma=gamma)
 
     def with_offset(self, j: int, value: float) -> "CrossProducts":
         """Cross-products of the model without fixed effect j, for the response y - value * x_j.
@@ -283,11 +283,10 @@ class CrossProducts:
         """
         keep = [k for k in range(self.p) if k != j]
         c = self.gamma[j] - value
-        return CrossProducts(
-            self.Z1Z1, self.Z1X[..., keep], self.Z1y + c * self.Z1X[..., j], self.Z2Z1, self.Z2Z2,
-            self.Z2X[:, keep], self.Z2y + c * self.Z2X[:, j], self.XtX[np.ix_(keep, keep)],
-            self.Xty[keep] + c * self.XtX[keep, j],
-            self.yty + 2 * c * self.Xty[j] + c**2 * self.XtX[j, j], self.n, self.p - 1, self.gamma[keep], self.schur)
+        return replace(self, Z1X=self.Z1X[..., keep], Z1y=self.Z1y + c * self.Z1X[..., j],
+                       Z2X=self.Z2X[:, keep], Z2y=self.Z2y + c * self.Z2X[:, j], XtX=self.XtX[np.ix_(keep, keep)],
+                       Xty=self.Xty[keep] + c * self.XtX[keep, j],
+                       yty=self.yty + 2 * c * self.Xty[j] + c**2 * self.XtX[j, j], p=self.p - 1, gamma=self.gamma[keep])
 
 
 def _least_squares(X: np.ndarray, XtX: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -313,7 +312,7 @@ def _Zt_times(design: Design, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _split(np.concatenate([t.Z.T @ v for t in design.terms]), design)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PlsSolution:
     """The solution of the penalized least squares problem at one theta."""
 
@@ -465,9 +464,10 @@ def _inverse_products(cp: CrossProducts, f, l1: int, p1: int, rows: np.ndarray |
     return Q, m22, G22
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CholeskyFactor:
-    """The blocked Cholesky factor at one theta, with c_u, c_beta and r^2."""
+    """The blocked Cholesky factor at one theta, with c_u, c_beta and r^2 (``factorize``). The
+    fields from ``RZX`` on are filled once L_theta is known (L_theta alone solves with it)."""
 
     T1: np.ndarray  # the first term's template
     Lam2: np.ndarray | sp.csr_matrix  # Lambda for the other terms
@@ -476,13 +476,13 @@ class CholeskyFactor:
     TLt: np.ndarray  # T_1 L_11,k^{-T}, level by level: L_21 = Lambda_2' N (I x TLt)
     S22: np.ndarray  # Z_2'Z_2 - N W N', so that A_22 - L_21 L_21' = Lambda_2' S22 Lambda_2 + I
     L22: np.ndarray
-    RZX: np.ndarray  # (q, P): the first term's rows level by level, then the rest
-    R_X: np.ndarray
-    cu: np.ndarray  # (q,)
-    c_beta: np.ndarray
-    logdet_L2: float
-    logdet_RX2: float
-    r2: float
+    RZX: np.ndarray | None = None  # (q, P): the first term's rows level by level, then the rest
+    R_X: np.ndarray | None = None
+    cu: np.ndarray | None = None  # (q,)
+    c_beta: np.ndarray | None = None
+    logdet_L2: float = float("nan")  # log |L_theta|^2
+    logdet_RX2: float = float("nan")  # log |R_X|^2
+    r2: float = float("nan")  # r^2(theta)
 
 
 def _lower_solve(f: CholeskyFactor, cp: CrossProducts, B1: np.ndarray, B2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -522,8 +522,8 @@ def factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> CholeskyF
         L22, info = dpotrf(S, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             raise np.linalg.LinAlgError("Lambda' Z'Z Lambda + I is not positive definite")
-    f0 = CholeskyFactor(T1, Lam2, L11, L11_inv, TLt, S22, L22, None, None, None, None, 0.0, 0.0, 0.0)
-    R1, R2 = _lower_solve(f0, cp, T1.T @ cp.Z1Xy, Lam2.T @ cp.Z2Xy)
+    lower = CholeskyFactor(T1=T1, Lam2=Lam2, L11=L11, L11_inv=L11_inv, TLt=TLt, S22=S22, L22=L22)  # L_theta alone
+    R1, R2 = _lower_solve(lower, cp, T1.T @ cp.Z1Xy, Lam2.T @ cp.Z2Xy)
     RZXy = np.vstack([R1.reshape(t.n_levels * t.p, cp.p + 1), R2])  # [R_ZX c_u]
     RXy, info = dpotrf(cp.XyXy - RZXy.T @ RZXy, lower=0, clean=1)  # [R_X c_beta; 0 r]
     RZX, cu = RZXy[:, :-1], RZXy[:, -1]
@@ -539,8 +539,8 @@ def factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> CholeskyF
         raise np.linalg.LinAlgError("X'X - R_ZX'R_ZX is not positive definite: X is rank deficient")
     logdet_L2 = 2.0 * (np.log(np.diagonal(L11, axis1=1, axis2=2)).sum() + np.log(np.diag(L22)).sum())
     logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
-    return CholeskyFactor(T1, Lam2, L11, L11_inv, TLt, S22, L22, RZX, R_X, cu, c_beta, float(logdet_L2),
-                   float(logdet_RX2), float(r2))
+    return replace(lower, RZX=RZX, R_X=R_X, cu=cu, c_beta=c_beta, logdet_L2=float(logdet_L2),
+                   logdet_RX2=float(logdet_RX2), r2=float(r2))
 
 
 def _split(v: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarray]:
@@ -571,8 +571,9 @@ def pls(theta: np.ndarray, design: Design, cp: CrossProducts) -> PlsSolution:
         L21 = sp.csr_matrix(f.Lam2.T @ (N @ blocks))
     else:
         L21 = f.Lam2.T @ np.einsum("ika,kab->ikb", N.reshape(cp.q2, *f.TLt.shape[:2]), f.TLt).reshape(N.shape)
-    return PlsSolution(theta, f.logdet_L2, f.logdet_RX2, f.r2, beta + cp.gamma, np.concatenate([u1.ravel(), u2]), f.R_X,
-                       f.L11, L21, f.L22, f.L11_inv, f.T1, f.Lam2)
+    return PlsSolution(theta=theta, logdet_L2=f.logdet_L2, logdet_RX2=f.logdet_RX2, r2=f.r2, beta=beta + cp.gamma,
+                       u=np.concatenate([u1.ravel(), u2]), R_X=f.R_X, L11=f.L11, L21=L21, L22=f.L22,
+                       L11_inv=f.L11_inv, T1=f.T1, Lam2=f.Lam2)
 
 
 def criterion_value(f: "CholeskyFactor | PlsSolution", n: int, p: int, reml: bool) -> float:

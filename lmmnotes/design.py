@@ -18,7 +18,7 @@ without formulaic's fixed cost of a few milliseconds a call.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -40,7 +40,7 @@ def r_name(name: str) -> str:
     return "(Intercept)" if name == "Intercept" else name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TermDesign:
     """One random-effects term: its grouping factor, levels, and model matrix X_t."""
 
@@ -135,7 +135,7 @@ class TermDesign:
         return (rows == cols).astype(float)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Design:
     """Everything about a model that does not depend on the parameters."""
 
@@ -147,8 +147,10 @@ class Design:
     # the rows of the user's data that were used and the columns the model uses (lme4's
     # model.frame); with_response keeps the original response here
     model_frame: pd.DataFrame = field(repr=False)
-    dropped_columns: tuple[str, ...] = ()
+    dropped_columns: tuple[str, ...] = ()  # the aliased columns of X that were dropped (drop_aliased)
     offset: np.ndarray | None = field(repr=False, default=None)  # offset(...) terms summed; None if none
+    # formulaic's ModelSpec of X when formulaic built X (None for a plain formula: ``fixed_spec``)
+    formulaic_spec: object = field(repr=False, default=None)
 
     @property
     def response(self) -> np.ndarray:
@@ -173,7 +175,10 @@ class Design:
 
     @cached_property
     def fixed_spec(self):
-        """formulaic's ModelSpec of the fixed part (built when first needed), to rebuild X for new data."""
+        """formulaic's ModelSpec of the fixed part, to rebuild X for new data: ``formulaic_spec``, or
+        built when first needed for a plain formula."""
+        if self.formulaic_spec is not None:
+            return self.formulaic_spec
         return evaluate(_fixed_formula(self.formula), self.model_frame,
                         f"the fixed-effects model matrix for {self.formula.fixed!r}").rhs.model_spec
 
@@ -182,13 +187,11 @@ class Design:
         return len(self.y)
 
     def with_response(self, y: np.ndarray) -> "Design":
-        """The same design for a new response y on the same rows (``LmerFit.refit``). What the
-        design has cached (``fixed_spec``, ``theta_scale``, ...) does not depend on y and carries
-        over, so a bootstrap's refits build none of it again."""
-        new = replace(self, y=y)
-        field_names = {f.name for f in fields(self)}
-        new.__dict__.update({name: value for name, value in self.__dict__.items() if name not in field_names})
-        return new
+        """The same design for a new response y on the same rows (``LmerFit.refit``). A ModelSpec
+        built already carries over (the rest of what a design caches is cheap), so a bootstrap's
+        refits do not build it again."""
+        built = self.__dict__.get("fixed_spec")  # cached_property's store: read, not written
+        return replace(self, y=y, formulaic_spec=self.formulaic_spec if built is None else built)
 
     @cached_property
     def theta_slices(self) -> list[slice]:
@@ -251,6 +254,17 @@ class Design:
         q1 = self.terms[0].n_levels * self.terms[0].p
         keep = rows >= q1
         return rows[keep] - q1, cols[keep] - q1, which[keep]
+
+    def term_effects(self, u: np.ndarray, theta: np.ndarray) -> list[np.ndarray]:
+        """b = Lambda_theta u, term by term: for each term the (levels x p_t) array whose row j is
+        T_t u_j, from the spherical effects u (ordered as Z's columns: term by term, level by level).
+        b = Lambda u holds on the boundary too, where u = Lambda^{-1} b does not exist."""
+        out, start = [], 0
+        for t, s in zip(self.terms, self.theta_slices):
+            size = t.n_levels * t.p
+            out.append(u[start:start + size].reshape(t.n_levels, t.p) @ t.template(theta[s]).T)
+            start += size
+        return out
 
     def Z(self) -> sp.csc_matrix:
         """The sparse n x q random-effects model matrix [Z_1 Z_2 ...]."""
@@ -541,7 +555,8 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, stacklevel: int =
         codes, levels, labels, keys = interaction(frame, t.factors)
         Xt, columns, spec = _term_matrix(t, expr, frame_all, complete)
         _require_finite_columns(Xt, columns, f"model matrix of ({t.expr} | {t.group})")
-        terms.append(TermDesign(t, levels, codes, Xt, columns, spec, factor_labels=labels, level_keys=keys))
+        terms.append(TermDesign(term=t, levels=levels, codes=codes, X=Xt, columns=columns, spec=spec,
+                                factor_labels=labels, level_keys=keys))
     # lme4 puts the terms in decreasing order of their number of levels (mkReTrms: rev(order(nl)),
     # applied only when some term has more levels than the one before it); theta follows.
     n_levels = [t.n_levels for t in terms]
@@ -583,7 +598,6 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, stacklevel: int =
         model_frame=frame,
         dropped_columns=tuple(dropped),
         offset=offset,
+        formulaic_spec=fixed_spec,
     )
-    if fixed_spec is not None:  # formulaic has built it already: fill the cache of Design.fixed_spec
-        design.__dict__["fixed_spec"] = fixed_spec
     return design

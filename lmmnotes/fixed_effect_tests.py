@@ -14,12 +14,12 @@ each distinct entry of each random-effects covariance matrix (:math:`G_i = Z_t (
 
 the small-sample adjusted covariance of :math:`\hat\beta` is
 :math:`\Phi_A = \Phi + 2\Phi\,\bigl[\sum_{ij} W_{ij}(Q_{ij} - P_i\Phi P_j)\bigr]\Phi`.
-For :math:`H_0: L\beta = 0` with :math:`L` of rank :math:`q`, the statistic
-:math:`F = \hat\beta^\top L^\top (L\Phi_A L^\top)^{-1} L\hat\beta / q` is scaled by :math:`\lambda`
-and referred to :math:`F(q, m)`, where :math:`\lambda` and :math:`m` match the first two moments
+For :math:`H_0: L\beta = 0` with :math:`L` of rank :math:`\ell`, the statistic
+:math:`F = \hat\beta^\top L^\top (L\Phi_A L^\top)^{-1} L\hat\beta / \ell` is scaled by :math:`\lambda`
+and referred to :math:`F(\ell, m)`, where :math:`\lambda` and :math:`m` match the first two moments
 (``_moment_matching``, following pbkrtest).
 
-All the :math:`n \times n` quantities are reduced to :math:`q \times q` ones by the Woodbury identity
+All the :math:`n \times n` quantities are reduced to :math:`q \times q` ones (q random effects) by the Woodbury identity
 :math:`\Sigma^{-1} = \sigma^{-2}(I - Z M Z^\top)`, :math:`M = \Lambda (\Lambda^\top Z^\top Z\Lambda + I)^{-1}\Lambda^\top`,
 so no :math:`n \times n` matrix is formed.
 """
@@ -39,7 +39,7 @@ from .design import column_space_coefficients
 from .results import LmerFit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KenwardRogerTest:
     """The Kenward-Roger F test of a smaller fixed-effects structure against a larger one."""
 
@@ -177,21 +177,21 @@ def reduce_restriction(L, n_fixed: int) -> np.ndarray:
 
 def _moment_matching(Phi: np.ndarray, P: list[np.ndarray], W: np.ndarray, L: np.ndarray) -> tuple[float, float, float]:
     """pbkrtest's approximation: scaling lambda, denominator df m, and A2 (Kenward and Roger 1997, sec. 4)."""
-    q = L.shape[0]
+    ell = L.shape[0]
     Theta = L.T @ np.linalg.solve(L @ Phi @ L.T, L)
     u = [Theta @ Phi @ Pi @ Phi for Pi in P]
     A1 = sum(W[i, j] * np.trace(u[i]) * np.trace(u[j]) for i in range(len(P)) for j in range(len(P)))
     A2 = sum(W[i, j] * np.sum(u[i] * u[j].T) for i in range(len(P)) for j in range(len(P)))
-    B = (A1 + 6.0 * A2) / (2.0 * q)
-    g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
-    denom = 3 * q + 2 * (1 - g)
-    c1, c2, c3 = g / denom, (q - g) / denom, (q + 2 - g) / denom
+    B = (A1 + 6.0 * A2) / (2.0 * ell)
+    g = ((ell + 1) * A1 - (ell + 4) * A2) / ((ell + 2) * A2)
+    denom = 3 * ell + 2 * (1 - g)
+    c1, c2, c3 = g / denom, (ell - g) / denom, (ell + 2 - g) / denom
     V0 = 1 + c1 * B
     V0 = 0.0 if abs(V0) < 1e-10 else V0
     V1, V2 = 1 - c2 * B, 1 - c3 * B
-    rho = (1.0 / q) * ((1 - A2 / q) / V1) ** 2 * V0 / V2
-    m = 4 + (q + 2) / (q * rho - 1)
-    scaling = 1.0 if abs(m - 2) < 1e-2 else m * (1 - A2 / q) / (m - 2)
+    rho = (1.0 / ell) * ((1 - A2 / ell) / V1) ** 2 * V0 / V2
+    m = 4 + (ell + 2) / (ell * rho - 1)
+    scaling = 1.0 if abs(m - 2) < 1e-2 else m * (1 - A2 / ell) / (m - 2)
     return scaling, m, A2
 
 
@@ -215,9 +215,10 @@ def kenward_roger(large: LmerFit, small) -> KenwardRogerTest:
         L = reduce_restriction(small, len(large.design.x_names))  # full row rank: rows = rank
     fit = large.update(reml=True)
     Phi, P, W, Phi_A = kr_pieces(fit)
-    q = L.shape[0]  # the rank of L
+    ell = L.shape[0]  # the rank of L (chapter 6's l)
     Lb = L @ fit.solution.beta
-    F = float(Lb @ np.linalg.solve(L @ Phi_A @ L.T, Lb)) / q
+    F = float(Lb @ np.linalg.solve(L @ Phi_A @ L.T, Lb)) / ell
     scaling, m, _ = _moment_matching(Phi, P, W, L)
     statistic = scaling * F
-    return KenwardRogerTest(statistic, int(q), float(m), float(scaling), float(stats.f.sf(statistic, q, m)), F)
+    return KenwardRogerTest(statistic=statistic, ndf=int(ell), ddf=float(m), scaling=float(scaling),
+                            p_value=float(stats.f.sf(statistic, ell, m)), unscaled=F)

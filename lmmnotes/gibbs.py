@@ -613,10 +613,10 @@ def lmm(formula: str, data: pd.DataFrame, *, fixef_mean=None, fixef_var=None,
     takes works here: random slopes, several terms, nested and crossed factors, ``||``. Each
     iteration draws
 
-    * :math:`\theta = (\beta, b)` jointly from :math:`N(Q^{-1}h, Q^{-1})` with
+    * :math:`\gamma = (\beta, b)` jointly from :math:`N(Q^{-1}h, Q^{-1})` with
       :math:`Q = C^\top C/\sigma^2 + \operatorname{blockdiag}(V^{-1}, I_{l_1}\otimes D_1^{-1}, \dots)`,
       :math:`C = [X\ Z]` and :math:`h = C^\top y/\sigma^2 + (V^{-1}m, 0)`,
-      through the Cholesky factor :math:`Q = LL^\top`: :math:`\theta = Q^{-1}h + L^{-\top}z`;
+      through the Cholesky factor :math:`Q = LL^\top`: :math:`\gamma = Q^{-1}h + L^{-\top}z`;
     * :math:`D_k \mid b \sim \mathrm{InvWishart}(\text{cov\_df} + l_k, \text{cov\_scale} + \sum_j b_{kj}b_{kj}^\top)`
       (:math:`\mathrm{InvGamma}(\text{var\_shape} + l_k/2, \text{var\_scale} + \tfrac12\sum_j b_{kj}^2)` for scalar terms);
     * :math:`\sigma^2 \mid \beta, b \sim \mathrm{InvGamma}(\text{resid\_shape} + n/2, \text{resid\_scale} + \tfrac12\|y - X\beta - Zb\|^2)`.
@@ -700,7 +700,7 @@ def _lmm_chain(design: Design, priors: dict, term_priors: list, fixef: _FixefPri
     The normal draw of (b, beta) uses the blocked Cholesky factor of its precision Q,
     L = [[L_11, 0], [L_21, L_22]] with L_11 a batch of p_1 x p_1 factors (one per level of the
     first term), L_21 = Q_21 L_11^-T and L_22 L_22' = Q_22 - L_21 L_21': then
-    theta = L^-T (L^-1 h + z), z standard normal, has mean Q^-1 h and covariance Q^-1.
+    gamma = L^-T (L^-1 h + z), z standard normal, has mean Q^-1 h and covariance Q^-1.
     """
     y, X = design.y, design.X
     n, p = X.shape
@@ -718,7 +718,7 @@ def _lmm_chain(design: Design, priors: dict, term_priors: list, fixef: _FixefPri
         offset += t.n_levels * t.p
     prior_h = np.zeros(r)
     prior_h[r - p:] = fixef.h
-    lower = [np.triu_indices(t.p)[::-1] for t in design.terms]  # column by column, as theta
+    lower = [t.lower for t in design.terms]  # column by column, as theta
     # Starting values: sigma2 and D_k around rough values from least squares, dispersed per chain.
     beta_ols, *_ = np.linalg.lstsq(X, y, rcond=None)
     s2 = float(np.var(y - X @ beta_ols)) * np.exp(0.5 * rng.standard_normal())
@@ -739,18 +739,18 @@ def _lmm_chain(design: Design, priors: dict, term_priors: list, fixef: _FixefPri
         for (rows, cols, _), Dk, t in zip(blocks, D[1:], rest):
             Q22[rows, cols] += np.tile(np.linalg.inv(Dk).ravel(), t.n_levels)
         L22 = cholesky(Q22 - L21m @ L21m.T, lower=True, check_finite=False)
-        # Forward: c = L^-1 h; then add z and solve L' theta = c + z.
+        # Forward: c = L^-1 h; then add z and solve L' gamma = c + z.
         c1 = np.einsum("lij,lj->li", L11inv, cp.Z1y / s2)
         c2 = solve_triangular(L22, cp.Ry / s2 + prior_h - L21m @ c1.ravel(), lower=True, check_finite=False)
-        theta2 = solve_triangular(L22, c2 + rng.standard_normal(r), lower=True, trans="T", check_finite=False)
-        u1 = c1 + rng.standard_normal((l1, p1)) - (theta2 @ L21m).reshape(l1, p1)
+        gamma2 = solve_triangular(L22, c2 + rng.standard_normal(r), lower=True, trans="T", check_finite=False)
+        u1 = c1 + rng.standard_normal((l1, p1)) - (gamma2 @ L21m).reshape(l1, p1)
         b1 = np.einsum("lji,lj->li", L11inv, u1)
-        theta = np.concatenate([b1.ravel(), theta2])  # b in Z's order, then beta
+        gamma = np.concatenate([b1.ravel(), gamma2])  # b in Z's order, then beta
         for j, (t, (df, S)) in enumerate(zip(design.terms, term_priors)):
-            bk = (b1 if j == 0 else theta[blocks[j - 1][2]].reshape(t.n_levels, t.p))
+            bk = (b1 if j == 0 else gamma[blocks[j - 1][2]].reshape(t.n_levels, t.p))
             D[j] = _draw_covariance(rng, df, S, bk)
-        beta = theta[q1 + r - p:]
-        resid = y - X @ beta - cp.Z @ theta[:q1 + r - p]
+        beta = gamma[q1 + r - p:]
+        resid = y - X @ beta - cp.Z @ gamma[:q1 + r - p]
         s2 = (priors["resid_scale"] + 0.5 * resid @ resid) / rng.standard_gamma(shape_e)
         if it >= n_warmup and (it - n_warmup) % thin == thin - 1:
             out[k] = np.concatenate([beta, *[Dk[low] for Dk, low in zip(D, lower)], [s2]])

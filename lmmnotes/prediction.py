@@ -52,12 +52,9 @@ def _new_effects(fit: LmerFit, matrices, rng: np.random.Generator) -> np.ndarray
 
 def _known_effects(fit: LmerFit, matrices, u: np.ndarray) -> np.ndarray:
     """z_0' b for each row from spherical effects u (b = Lambda u), over the levels seen in the fit."""
-    out, start = np.zeros(len(matrices.X)), 0
-    for t, s, (Xt, rows, known) in zip(fit.design.terms, fit.design.theta_slices, matrices.terms):
-        size = t.n_levels * t.p
-        b = u[start:start + size].reshape(t.n_levels, t.p) @ t.template(fit.theta[s]).T
+    out = np.zeros(len(matrices.X))
+    for (Xt, rows, known), b in zip(matrices.terms, fit.design.term_effects(u, fit.theta)):
         out += np.where(known, np.sum(Xt * b[rows], axis=1), 0.0)
-        start += size
     return out
 
 

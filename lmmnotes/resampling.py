@@ -252,7 +252,7 @@ def refit_responses(fit: LmerFit, responses, statistic: Callable[[LmerFit], obje
 
 
 # ---- the likelihood-ratio test ----------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LrtResult:
     """Parametric bootstrap of a likelihood-ratio test, from ``lrt``."""
 
@@ -284,7 +284,7 @@ def _format_p(p: float) -> str:
     return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ComparedModel:
     """What ``lrt`` needs of either model: X, y, the log-likelihood and parameter count."""
 
@@ -308,15 +308,15 @@ def _ols_model(result) -> ComparedModel:
     y = np.asarray(model.endog, dtype=float)
     n = len(y)
     loglik = -0.5 * n * (1.0 + np.log(2.0 * np.pi * result.ssr / n))
-    return ComparedModel(X, y, float(loglik), X.shape[1] + 1, None, float(np.sqrt(result.ssr / n)),
-                  np.asarray(result.params, dtype=float))
+    return ComparedModel(X=X, y=y, loglik=float(loglik), n_parameters=X.shape[1] + 1, fit=None,
+                         sigma_ml=float(np.sqrt(result.ssr / n)), beta=np.asarray(result.params, dtype=float))
 
 
 def compared_model(fit: LmerFit, role: str) -> ComparedModel:
     if fit.reml:
         raise ValueError(f"the {role} model was fitted by REML; likelihood-ratio tests need ML fits: "
                          "refit with lmer(..., reml=False)")
-    return ComparedModel(fit.design.X, fit.design.y, fit.loglik, fit.n_parameters, fit)
+    return ComparedModel(X=fit.design.X, y=fit.design.y, loglik=fit.loglik, n_parameters=fit.n_parameters, fit=fit)
 
 
 def check_nested(null: ComparedModel, alt: ComparedModel) -> None:
@@ -489,6 +489,6 @@ def lrt(null, alt: LmerFit, nsim: int = 1000, seed=None, *, n_jobs: int = 1, pro
     if _adds_one_random_term(null_model, alt_model):  # Self and Liang (1987); Stram and Lee (1994)
         p_lower = float(stats.chi2.sf(observed, df - 1)) if df > 1 else float(observed <= 0)
         p_mixture = 0.5 * (p_chisq + p_lower)
-    return LrtResult(observed, df, p_chisq, p_mixture, p_boot,
-                     float(np.sqrt(p_boot * (1.0 - p_boot) / len(kept))),
-                     float(np.mean(kept < ZERO_TOLERANCE)), samples)
+    return LrtResult(statistic=observed, df=df, p_chisq=p_chisq, p_mixture=p_mixture, p_boot=p_boot,
+                     p_boot_se=float(np.sqrt(p_boot * (1.0 - p_boot) / len(kept))),
+                     fraction_zero=float(np.mean(kept < ZERO_TOLERANCE)), samples=samples)

@@ -181,14 +181,8 @@ class LmerFit:
 
     # ---- random effects ----------------------------------------------------------------------
     def ranef_blocks(self) -> list[np.ndarray]:
-        """Conditional modes b = Lambda u of each term, as (levels x p_t) arrays."""
-        out, start = [], 0
-        for t, s in zip(self.design.terms, self.design.theta_slices):
-            size = t.n_levels * t.p
-            u = self.solution.u[start:start + size].reshape(t.n_levels, t.p)
-            out.append(u @ t.template(self.theta[s]).T)
-            start += size
-        return out
+        """Conditional modes b = Lambda u of each term, as (levels x p_t) arrays (``Design.term_effects``)."""
+        return self.design.term_effects(self.solution.u, self.theta)
 
     def _conditional_sd_blocks(self) -> list[np.ndarray]:
         """sqrt of the diagonal of sigma^2 Lambda G Lambda', G = (L L')^{-1}, per term (levels x p_t)."""
@@ -494,6 +488,10 @@ def _summary_text(fit: LmerFit, brief: bool = False, digits: int = 5) -> str:
     groups = ", ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
     lines.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
     lines += ["", "Fixed effects:", _fixed_effects_table(fit)]
+    if fit.design.dropped_columns:
+        lines += ["", f"fit warnings: the fixed-effects model matrix is rank deficient, so "
+                      f"{', '.join(fit.design.dropped_columns)} {'was' if len(fit.design.dropped_columns) == 1 else 'were'}"
+                      " dropped"]
     if fit.is_singular:
         lines += ["", "boundary (singular) fit: some variance is estimated as 0 or a correlation as +/-1"]
     if not fit.converged:

@@ -67,6 +67,7 @@ def test_aliased_columns_warn_with_their_category():
     with pytest.warns(RankDeficiencyWarning, match="dropped: x2"):
         fit = lmer("y ~ x + x2 + (1 | g)", data)
     assert list(fit.fixef.index) == ["(Intercept)", "x"]
+    assert "rank deficient, so x2 was dropped" in fit.summary()
 
 
 # ---- values and names ------------------------------------------------------------------------

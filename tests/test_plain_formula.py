@@ -147,7 +147,8 @@ def test_formulaic_builds_the_fixed_part_once(formula, by_formulaic):
     build); a plain one builds it on demand. Either way it rebuilds X for the data."""
     data = datasets.load("hsb")
     design = build_design(parse_formula(formula), data)
-    assert ("fixed_spec" in design.__dict__) == by_formulaic
+    assert (design.formulaic_spec is not None) == by_formulaic
+    assert design.fixed_spec is design.fixed_spec and (not by_formulaic or design.fixed_spec is design.formulaic_spec)
     rebuilt = design.fixed_spec.get_model_matrix(data)
     np.testing.assert_array_equal(rebuilt.to_numpy(dtype=float), design.X)
 
