@@ -7,15 +7,17 @@ to each and evaluate ``statistic`` on the refit.
 ``lrt(null, alt, nsim, seed)`` is the parametric bootstrap of the likelihood-ratio statistic
 :math:`2\{\ell(\hat\psi_1) - \ell(\hat\psi_0)\}` between nested models fitted by maximum
 likelihood: responses are drawn from the *null* fit and both models are refitted to each. The
-bootstrap p-value is the fraction of replicates at least as large as the observed statistic, with
-Monte Carlo standard error :math:`\sqrt{p(1-p)/B}`.
+bootstrap p-value is :math:`(k+1)/(B+1)`, with :math:`k` the number of the :math:`B` replicates at
+least as large as the observed statistic: a valid p-value (chapter 7 of the book explains why
+:math:`k/B` is not, and why :math:`k = 0` never means p = 0), with Monte Carlo standard error
+:math:`\sqrt{p(1-p)/B}`.
 
 Only the response changes between replicates, so everything that depends on the design alone
 (X, Z and their cross-products) is computed once, and each refit starts at the fitted theta.
-A model with one scalar random-effects term (e.g. ``(1 | g)``) goes further: the criterion of
-``criterion.py`` is evaluated for all replicates at once (a grid over theta, then golden-section
-refinement, vectorized over replicates), which is what makes 10^4 replicates take well under a
-second.
+``lrt`` goes further when both models have at most one scalar random-effects term (e.g.
+``(1 | g)``): the profiled criterion is evaluated for all replicates at once (a grid over theta,
+then golden-section refinement, vectorized over replicates), which is what makes 10^4 replicates
+take well under a second. ``bootstrap`` and ``refit_responses`` refit replicate by replicate.
 """
 
 from __future__ import annotations
@@ -40,15 +42,22 @@ CHUNK = 50  # responses are simulated in chunks of this size, whatever n_jobs, s
 TIE_TOLERANCE = 1e-10  # statistics this close count as equal (a difference of criteria that is 0 exactly)
 
 
-def upper_tail_p(samples: np.ndarray, observed: float) -> float:
-    """The share of ``samples`` at least as large as ``observed``: the simulated p-value.
+def exceedances(samples: np.ndarray, observed: float) -> int:
+    """k, the number of ``samples`` at least as large as ``observed``.
 
     Values within ``TIE_TOLERANCE`` of ``observed`` count as ties, hence as at least as large: a
     statistic that is 0 in exact arithmetic (the alternative's variance estimated at 0) comes out
-    as a difference of two criteria, +-1e-15, and must still give p = 1 against the many
-    simulated statistics that are exactly 0.
+    as a difference of two criteria, +-1e-15, and must still count every simulated statistic that
+    is exactly 0.
     """
-    return float(np.mean(samples >= observed - TIE_TOLERANCE))
+    return int(np.sum(samples >= observed - TIE_TOLERANCE))
+
+
+def upper_tail_p(samples: np.ndarray, observed: float) -> float:
+    """k / B, the share of ``samples`` at least as large as ``observed`` (``exceedances``): the
+    Monte Carlo estimate of a p-value whose null distribution is known exactly (the exact RLRT,
+    as RLRsim reports it)."""
+    return exceedances(samples, observed) / len(samples)
 
 
 # ---- the general simulate / refit loop ----------------------------------------------------------
@@ -260,23 +269,31 @@ class LrtResult:
     df: int  # difference in the number of parameters
     p_chisq: float  # chi-square(df) reference distribution
     p_mixture: float  # 50:50 mixture of chi-square(df - 1) and chi-square(df); NaN unless alt adds one random term
-    p_boot: float  # fraction of bootstrap statistics >= the observed one
-    p_boot_se: float  # its Monte Carlo standard error sqrt(p (1 - p) / nsim)
+    exceed: int  # k: the bootstrap statistics at least as large as the observed one
+    replicates: int  # B: the bootstrap statistics computed (failed refits excluded)
     fraction_zero: float  # fraction of bootstrap statistics at zero
     samples: np.ndarray = field(repr=False)
 
     @property
     def nsim(self) -> int:
+        """The replicates asked for (``replicates`` of them succeeded)."""
         return len(self.samples)
+
+    @property
+    def p_boot(self) -> float:
+        """The bootstrap p-value (k + 1)/(B + 1) (module docstring)."""
+        return (self.exceed + 1) / (self.replicates + 1)
+
+    @property
+    def p_boot_se(self) -> float:
+        """Its Monte Carlo standard error, sqrt(p (1 - p) / B)."""
+        return float(np.sqrt(self.p_boot * (1.0 - self.p_boot) / self.replicates))
 
     def __str__(self) -> str:
         mixture = "" if np.isnan(self.p_mixture) else f"mixture p = {_format_p(self.p_mixture)}, "
-        if self.p_boot > 0:
-            boot = f"bootstrap p = {self.p_boot:.4f} (MC SE {self.p_boot_se:.4f}, "
-        else:  # no simulated statistic reached the observed one: all the simulation can say is a bound
-            boot = f"bootstrap p < 1/(B + 1) = {1 / (self.nsim + 1):.2g} ("
         return (f"LRT = {self.statistic:.4f} on {self.df} df: chi-square p = {_format_p(self.p_chisq)}, "
-                f"{mixture}{boot}B = {self.nsim}, {100 * self.fraction_zero:.1f}% zeros)")
+                f"{mixture}bootstrap p = (k + 1)/(B + 1) = {self.p_boot:.4f} (k = {self.exceed} of B = "
+                f"{self.replicates}, MC SE {self.p_boot_se:.4f}; {100 * self.fraction_zero:.1f}% zeros)")
 
 
 def _format_p(p: float) -> str:
@@ -483,12 +500,11 @@ def lrt(null, alt: LmerFit, nsim: int = 1000, seed=None, *, n_jobs: int = 1, pro
     if (~ok).mean() > 0.01:
         raise RuntimeError(f"{int((~ok).sum())} of {nsim} bootstrap refits failed; the p-value would be unreliable")
     kept = samples[ok]
-    p_boot = upper_tail_p(kept, observed)
     p_chisq = float(stats.chi2.sf(observed, df))
     p_mixture = np.nan
     if _adds_one_random_term(null_model, alt_model):  # Self and Liang (1987); Stram and Lee (1994)
         p_lower = float(stats.chi2.sf(observed, df - 1)) if df > 1 else float(observed <= 0)
         p_mixture = 0.5 * (p_chisq + p_lower)
-    return LrtResult(statistic=observed, df=df, p_chisq=p_chisq, p_mixture=p_mixture, p_boot=p_boot,
-                     p_boot_se=float(np.sqrt(p_boot * (1.0 - p_boot) / len(kept))),
+    return LrtResult(statistic=observed, df=df, p_chisq=p_chisq, p_mixture=p_mixture,
+                     exceed=exceedances(kept, observed), replicates=len(kept),
                      fraction_zero=float(np.mean(kept < ZERO_TOLERANCE)), samples=samples)

@@ -331,14 +331,16 @@ def test_prediction_interval_for_a_new_group_is_the_exact_normal_one(pulp_reml):
 
 
 def test_lrt_never_prints_a_zero_p_value():
-    """When no simulated statistic reaches the observed one the bootstrap gives only a bound,
-    p < 1/(B + 1); and a chi-square p below 1e-4 is printed to 2 significant digits, not as 0.0000."""
+    """When no simulated statistic reaches the observed one (k = 0) the bootstrap p-value is
+    (k + 1)/(B + 1) = 1/(B + 1), printed with k and B (chapter 7); and a chi-square p below 1e-4 is
+    printed to 2 significant digits, not as 0.0000."""
     data = book_data("pulp")
     data["bright"] = data["bright"] + 5.0 * data["operator"].cat.codes  # operators far apart
     result = lrt(smf.ols("bright ~ 1", data).fit(), lmer("bright ~ 1 + (1 | operator)", data, reml=False),
                  nsim=50, seed=1)
-    assert result.p_boot == 0 and result.p_chisq < 1e-4
+    assert result.exceed == 0 and result.replicates == 50 and result.p_chisq < 1e-4
+    assert result.p_boot == 1 / 51
     text = str(result)
     assert "0.0000" not in text
-    assert f"bootstrap p < 1/(B + 1) = {1 / 51:.2g}" in text
+    assert f"bootstrap p = (k + 1)/(B + 1) = {1 / 51:.4f} (k = 0 of B = 50" in text
     assert f"chi-square p = {result.p_chisq:.1e}" in text

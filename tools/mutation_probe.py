@@ -36,12 +36,12 @@ class Mutant:
 
 
 MUTANTS = [
-    # The bootstrap LRT and the exact RLRT share upper_tail_p; "lrt-p-strict" and "rlrt-p-strict"
+    # The bootstrap LRT and the exact RLRT share exceedances; "lrt-p-strict" and "rlrt-p-strict"
     # break each caller, "p-strict" the shared comparison.
     Mutant("p-strict", "lmmnotes/resampling.py",
-           "np.mean(samples >= observed - TIE_TOLERANCE)", "np.mean(samples > observed)"),
+           "np.sum(samples >= observed - TIE_TOLERANCE)", "np.sum(samples > observed)"),
     Mutant("lrt-p-strict", "lmmnotes/resampling.py",
-           "p_boot = upper_tail_p(kept, observed)", "p_boot = float(np.mean(kept > observed))"),
+           "exceed=exceedances(kept, observed)", "exceed=int(np.sum(kept > observed))"),
     Mutant("rlrt-p-strict", "lmmnotes/rlrt.py",
            "upper_tail_p(samples, statistic)", "float(np.mean(samples > statistic))"),
     Mutant("simulate-ranef-sd-x1.1", "lmmnotes/results.py",
