@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .checks import DataError, whole_number
+from .display import format_p_r
 from .resampling import check_nested, compared_model
-from .checks import whole_number
-from .checks import DataError
 from .results import LmerFit
 
 COLUMNS = ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]
@@ -57,7 +57,7 @@ class Comparison:
             "deviance": [f"{v:.{d}f}" for v in self.table["deviance"]],
             "Chisq": ["" if np.isnan(v) else f"{v:.{d}f}" for v in self.table["Chisq"]],
             "Df": ["" if np.isnan(v) else f"{int(v)}" for v in self.table["Df"]],
-            "Pr(>Chisq)": [_format_p(v) for v in self.table["Pr(>Chisq)"]],
+            "Pr(>Chisq)": [format_p_r(v) for v in self.table["Pr(>Chisq)"]],
         }
         widths = {c: max(len(c), *(len(s) for s in cells[c])) for c in COLUMNS}
         lines.append(" " * width + "".join(f" {c:>{widths[c]}}" for c in COLUMNS))
@@ -70,15 +70,6 @@ class Comparison:
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(str(self))}</pre>"
-
-
-def _format_p(p: float) -> str:
-    """R's format.pval: NaN blank, below 2.2e-16 shown as a bound."""
-    if np.isnan(p):
-        return ""
-    if p < 2.2e-16:
-        return "< 2.2e-16"
-    return f"{p:.4g}" if p >= 1e-4 else f"{p:.2e}"
 
 
 def compare(*fits: LmerFit, names: list[str] | None = None, digits: int = 2) -> Comparison:

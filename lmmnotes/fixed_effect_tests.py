@@ -138,11 +138,11 @@ def restriction_matrix(large: LmerFit, small_X: np.ndarray) -> np.ndarray:
     X = large.design.X
     B0 = column_space_coefficients(X, small_X)  # small model's columns in the large model's coefficients
     if B0 is None:
-        raise ValueError("the models are not nested: the smaller model's fixed effects are not contained in "
+        raise DataError("the models are not nested: the smaller model's fixed effects are not contained in "
                          "the larger model's")
     rank = np.linalg.matrix_rank(B0) if B0.size else 0
     if rank >= X.shape[1]:
-        raise ValueError("the two models have the same fixed effects; there is nothing to test")
+        raise DataError("the two models have the same fixed effects; there is nothing to test")
     return scipy.linalg.null_space(B0.T).T if rank else np.eye(X.shape[1])
 
 
@@ -209,7 +209,7 @@ def kenward_roger(large: LmerFit, small) -> KenwardRogerTest:
     """
     if isinstance(small, LmerFit):
         if small.nobs != large.nobs or not np.allclose(small.design.y, large.design.y):
-            raise ValueError("the two models were fitted to different data; fit both to the same rows")
+            raise DataError("the two models were fitted to different data; fit both to the same rows")
         L = restriction_matrix(large, small.design.X)
     else:
         L = reduce_restriction(small, len(large.design.x_names))  # full row rank: rows = rank

@@ -34,6 +34,7 @@ from scipy import stats
 
 from .checks import DataError, check_level, check_nsim, resolve_n_jobs
 from .design import canonical_theta, column_space_coefficients
+from .display import format_p
 from .optimizer import single_blas_thread
 from .results import LmerFit
 
@@ -290,15 +291,10 @@ class LrtResult:
         return float(np.sqrt(self.p_boot * (1.0 - self.p_boot) / self.replicates))
 
     def __str__(self) -> str:
-        mixture = "" if np.isnan(self.p_mixture) else f"mixture p = {_format_p(self.p_mixture)}, "
-        return (f"LRT = {self.statistic:.4f} on {self.df} df: chi-square p = {_format_p(self.p_chisq)}, "
+        mixture = "" if np.isnan(self.p_mixture) else f"mixture p = {format_p(self.p_mixture)}, "
+        return (f"LRT = {self.statistic:.4f} on {self.df} df: chi-square p = {format_p(self.p_chisq)}, "
                 f"{mixture}bootstrap p = (k + 1)/(B + 1) = {self.p_boot:.4f} (k = {self.exceed} of B = "
                 f"{self.replicates}, MC SE {self.p_boot_se:.4f}; {100 * self.fraction_zero:.1f}% zeros)")
-
-
-def _format_p(p: float) -> str:
-    """A p-value to 4 decimals, or to 2 significant digits when that would print 0.0000."""
-    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
 
 
 @dataclass(frozen=True, kw_only=True)

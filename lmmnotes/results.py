@@ -23,8 +23,9 @@ from .checks import DataError, check_nsim, require_columns
 from .criterion import CrossProducts, PlsSolution, criterion_value, inverse_blocks, pls
 from .datasets import level_labels
 from .design import Design, canonical_theta
+from .display import Summary, summary_text
 from .model_frame import apply_spec, conform, factor_calls, formula_variables, unseen_levels
-from .optimizer import GRADIENT_TOLERANCE, OptimizerResult, optimize_theta, single_blas_thread
+from .optimizer import OptimizerResult, optimize_theta, single_blas_thread
 
 SINGULAR_TOLERANCE = 1e-4  # lme4's isSingular(tol = 1e-4)
 
@@ -374,17 +375,17 @@ class LmerFit:
         return LmerFit.from_theta(self.design, self.cross_products, reml, opt.theta, optsum=opt)
 
     # ---- display ------------------------------------------------------------------------------
-    def summary(self, digits: int = 5) -> "Summary":
+    def summary(self, digits: int = 5) -> Summary:
         """A printed summary in lme4's layout, variances and standard deviations to ``digits``
         significant digits (lme4's 5 by default; fewer where the likelihood is so flat that the
         optimizer leaves the fifth uncertain, as for a variance determined to 1e-5 relative)."""
-        return Summary(_summary_text(self, digits=digits))
+        return Summary(summary_text(self, digits=digits))
 
     def __repr__(self) -> str:
-        return _summary_text(self, brief=True)
+        return summary_text(self, brief=True)
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(_summary_text(self, brief=True))}</pre>"
+        return f"<pre>{html.escape(summary_text(self, brief=True))}</pre>"
 
 
 class PredictionMatrices(NamedTuple):
@@ -412,13 +413,6 @@ def _require_known_levels(fitted: pd.Series, new: pd.Series, name: str) -> None:
                         "predicted for them (the levels seen are those of the data the model was fitted to)")
 
 
-class Summary(str):
-    """A string that displays itself as text (in notebooks too)."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-
 def _formulaic_name(name: str) -> str:
     return "Intercept" if name == "(Intercept)" else name
 
@@ -429,77 +423,3 @@ def _is_population_form(re_form: str | None) -> bool:
     if re_form.replace(" ", "") in ("~0", "0", "~-1", "NA"):
         return True
     raise ValueError(f"re_form must be None (all random effects) or '~0' (none), got {re_form!r}")
-
-
-def _fixed(value: float, decimals: int) -> str:
-    """``value`` to ``decimals`` places, without a sign on a value that rounds to zero."""
-    return f"{round(float(value), decimals) + 0.0:.{decimals}f}"  # -0.0 + 0.0 is 0.0
-
-
-def _fixed_effects_table(fit: LmerFit) -> str:
-    """Estimates and standard errors to the places that give the smallest standard error four
-    significant digits, t values to two places (R's printCoefmat also looks at the estimates).
-
-    A convention, not a guarantee: the optimizer leaves theta uncertain in about its eighth
-    digit, which moves a standard error in about its seventh, so four digits leave a wide margin;
-    ``make test-portable`` checks the book's printed tables under several BLAS kernels and with
-    theta moved by 1e-6.
-    """
-    se = fit.stderr.to_numpy()
-    positive = se[np.isfinite(se) & (se > 0)]
-    decimals = int(np.clip(3 - np.floor(np.log10(positive.min())), 0, 10)) if positive.size else 4
-    columns = {
-        "Estimate": [_fixed(v, decimals) for v in fit.fixef],
-        "Std. Error": [_fixed(v, decimals) for v in fit.stderr],
-        "t value": [_fixed(v, 2) for v in fit.tvalues],
-    }
-    return pd.DataFrame(columns, index=fit.fixef.index).to_string()
-
-
-def _summary_text(fit: LmerFit, brief: bool = False, digits: int = 5) -> str:
-    """lme4's summary layout, printed at a precision that stays put across machines: the REML
-    criterion to 4 places and AIC, BIC, deviance to 2, log-likelihood to 3 (criteria are flat at
-    the optimum), variances and standard deviations to ``digits`` significant digits, correlations to 3
-    places, scaled residuals to 4 places, fixed effects as ``_fixed_effects_table``."""
-    method = "REML" if fit.reml else "maximum likelihood"
-    lines = [f"Linear mixed model fit by {method}", f"Formula: {fit.formula}"]
-    if fit.reml:
-        lines.append(f"REML criterion at convergence: {fit.criterion:.4f}")
-    else:
-        lines.append(f"     AIC      BIC   logLik deviance\n{fit.aic:8.2f} {fit.bic:8.2f} {fit.loglik:8.3f} {fit.criterion:8.2f}")
-    if not brief:
-        resid = fit.residuals().to_numpy() / fit.sigma
-        q = np.quantile(resid, [0, 0.25, 0.5, 0.75, 1])
-        lines += ["", "Scaled residuals:", "     Min       1Q   Median       3Q      Max",
-                  " ".join(f"{_fixed(v, 4):>8}" for v in q)]
-    lines += ["", "Random effects:"]
-    table = []
-    for name, cov in fit.covariances().items():
-        sd = np.sqrt(np.diag(cov.to_numpy()))
-        corr = cov.to_numpy() / np.outer(sd, sd) if np.all(sd > 0) else np.full(cov.shape, np.nan)
-        for i, c in enumerate(cov.columns):
-            cor_text = " ".join(f"{_fixed(corr[i, j], 3):>6}" for j in range(i))
-            table.append((name if i == 0 else "", c, f"{sd[i] ** 2:.{digits}g}", f"{sd[i]:.{digits}g}", cor_text))
-    table.append(("Residual", "", f"{fit.sigma ** 2:.{digits}g}", f"{fit.sigma:.{digits}g}", ""))
-    header = ("Groups", "Name", "Variance", "Std.Dev.", "Corr")
-    widths = [max(len(r[k]) for r in table + [header]) for k in range(5)]
-    for row in [header] + table:
-        lines.append(" " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
-    groups = ", ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
-    lines.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
-    lines += ["", "Fixed effects:", _fixed_effects_table(fit)]
-    if fit.design.dropped_columns:
-        lines += ["", f"fit warnings: the fixed-effects model matrix is rank deficient, so "
-                      f"{', '.join(fit.design.dropped_columns)} {'was' if len(fit.design.dropped_columns) == 1 else 'were'}"
-                      " dropped"]
-    if fit.is_singular:
-        lines += ["", "boundary (singular) fit: some variance is estimated as 0 or a correlation as +/-1"]
-    if not fit.converged:
-        lines += ["", f"warning: the optimizer did not report convergence ({fit.message})"]
-    elif fit.optsum is not None and np.isinf(fit.optsum.scaled_gradient):
-        lines += ["", "warning: the criterion is flat in some direction at the estimates (some covariance "
-                      "parameters are not identified)"]
-    elif fit.optsum is not None and fit.optsum.scaled_gradient > GRADIENT_TOLERANCE:
-        lines += ["", f"warning: Model failed to converge with max|grad| = {fit.optsum.scaled_gradient:.3g} "
-                      f"(tol = {GRADIENT_TOLERANCE})"]
-    return "\n".join(lines)

@@ -7,7 +7,8 @@ Layers, lowest first (a module may import from its own layer and the layers belo
 1. model specification: ``formula``, ``plain_formula``, ``model_frame``, ``design``
 2. criterion: ``criterion``
 3. optimizer: ``optimizer``
-4. fit: ``results`` (the fitted model), ``fit`` (``lmer``: the steps composed)
+4. fit: ``display`` (how results print), ``results`` (the fitted model), ``fit`` (``lmer``: the
+   steps composed)
 5. inference, other estimators and their pictures: ``anova``, ``resampling``, ``intervals``,
    ``rlrt``, ``fixed_effect_tests``, ``separate_fits``, ``comparison``, ``prediction``, ``simulate``,
    ``structures``, ``gibbs``, ``plots`` (which ``LmList.plot`` calls)
@@ -25,7 +26,7 @@ LAYERS = [
     {"formula", "plain_formula", "model_frame", "design"},
     {"criterion"},
     {"optimizer"},
-    {"results", "fit"},
+    {"display", "results", "fit"},
     {"anova", "resampling", "intervals", "rlrt", "fixed_effect_tests", "separate_fits", "comparison", "prediction", "simulate",
      "structures", "gibbs", "plots"},
     {"__init__"},

@@ -15,7 +15,7 @@ from lmmnotes import DataError, FormulaError, lmer
 from lmmnotes.criterion import CrossProducts, factorize, criterion_and_gradient, pls, profiled_criterion
 from lmmnotes.design import build_design
 from lmmnotes.formula import parse_formula
-from lmmnotes.results import _fixed
+from lmmnotes.display import fixed_decimals
 
 from .conftest import book_data
 
@@ -212,9 +212,9 @@ def test_summary_shows_the_tables(psid_fit):
 
 
 def test_a_value_that_rounds_to_zero_has_no_sign():
-    assert _fixed(-1e-17, 4) == "0.0000"
-    assert _fixed(-0.00004, 4) == "0.0000"
-    assert _fixed(-0.00006, 4) == "-0.0001"
+    assert fixed_decimals(-1e-17, 4) == "0.0000"
+    assert fixed_decimals(-0.00004, 4) == "0.0000"
+    assert fixed_decimals(-0.00006, 4) == "-0.0001"
 
 
 @pytest.mark.parametrize("name, formula, decimals", [
