@@ -576,13 +576,20 @@ def pls(theta: np.ndarray, design: Design, cp: CrossProducts) -> PlsSolution:
                        L11_inv=f.L11_inv, T1=f.T1, Lam2=f.Lam2)
 
 
-def criterion_value(f: "CholeskyFactor | PlsSolution", n: int, p: int, reml: bool) -> float:
-    """The profiled deviance d(theta) (ML) or REML criterion d_R(theta) from the log-determinants
-    and r^2 of a factor or a PLS solution (module docstring)."""
+def criterion_from_parts(logdet_L2, logdet_RX2, r2, n: int, p: int, reml: bool):
+    """d_R = log|L|^2 + log|R_X|^2 + (n - p)(1 + log(2 pi r^2 / (n - p))) if ``reml``, else
+    d = log|L|^2 + n (1 + log(2 pi r^2 / n)) (module docstring). Elementwise for arrays: the
+    vectorized replicates of ``resampling.lrt`` use it for many responses at once."""
     if reml:
         dof = n - p
-        return float(f.logdet_L2 + f.logdet_RX2 + dof * (1.0 + np.log(2.0 * np.pi * f.r2 / dof)))
-    return float(f.logdet_L2 + n * (1.0 + np.log(2.0 * np.pi * f.r2 / n)))
+        return logdet_L2 + logdet_RX2 + dof * (1.0 + np.log(2.0 * np.pi * r2 / dof))
+    return logdet_L2 + n * (1.0 + np.log(2.0 * np.pi * r2 / n))
+
+
+def criterion_value(f: "CholeskyFactor | PlsSolution", n: int, p: int, reml: bool) -> float:
+    """The profiled deviance d(theta) (ML) or REML criterion d_R(theta) from the log-determinants
+    and r^2 of a factor or a PLS solution (``criterion_from_parts``)."""
+    return float(criterion_from_parts(f.logdet_L2, f.logdet_RX2, f.r2, n, p, reml))
 
 
 def profiled_criterion(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> float:

@@ -33,6 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from .checks import DataError, check_level, check_nsim, resolve_n_jobs
+from .criterion import criterion_from_parts
 from .design import canonical_theta, column_space_coefficients
 from .display import format_p
 from .optimizer import single_blas_thread
@@ -372,8 +373,9 @@ def _scalar_term_deviances(fit: LmerFit, Y: np.ndarray, reml: bool) -> np.ndarra
     ``criterion.factorize`` become, replicate by replicate,
     :math:`R_{ZX} = \theta Z^\top X / \sqrt{A}`, :math:`c_u = \theta Z^\top y/\sqrt{A}`,
     :math:`R_X^\top R_X = X^\top X - R_{ZX}^\top R_{ZX}`, :math:`c_\beta = R_X^{-\top}(X^\top y - R_{ZX}^\top c_u)`
-    and :math:`r^2 = y^\top y - \|c_u\|^2 - \|c_\beta\|^2`. The minimum over theta is found on a
-    log-spaced grid (and 0), then refined by golden-section search, all vectorized.
+    and :math:`r^2 = y^\top y - \|c_u\|^2 - \|c_\beta\|^2`, and the criterion follows from them by the
+    formula every fit uses (``criterion.criterion_from_parts``). The minimum over theta is found on
+    a log-spaced grid (and 0), then refined by golden-section search, all vectorized.
     """
     design, cp = fit.design, fit.cross_products
     t = design.terms[0]
@@ -398,11 +400,9 @@ def _scalar_term_deviances(fit: LmerFit, Y: np.ndarray, reml: bool) -> np.ndarra
         rhs = Xty.T - np.einsum("bl,li,lb->bi", w, ZtX, Zty)
         c_beta = np.linalg.solve(R, rhs[:, :, None])[:, :, 0]
         r2 = np.maximum(yty - cu2 - np.sum(c_beta**2, axis=1), np.finfo(float).tiny)
-        logdet = np.sum(np.log(A), axis=1)
-        if reml:
-            logdet_RX = 2.0 * np.sum(np.log(np.diagonal(R, axis1=1, axis2=2)), axis=1)
-            return logdet + logdet_RX + (n - p) * (1.0 + np.log(2.0 * np.pi * r2 / (n - p)))
-        return logdet + n * (1.0 + np.log(2.0 * np.pi * r2 / n))
+        logdet_L2 = np.sum(np.log(A), axis=1)
+        logdet_RX2 = 2.0 * np.sum(np.log(np.diagonal(R, axis1=1, axis2=2)), axis=1)
+        return criterion_from_parts(logdet_L2, logdet_RX2, r2, n, p, reml)
 
     B = Y.shape[1]
     grid = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 80)]) * max(fit.theta[0], 0.1)
