@@ -112,9 +112,9 @@ def factor_calls(expression: str) -> list[str]:
 
 def model_frame(data: pd.DataFrame, columns: Iterable[str], *, groups: Iterable[str] = (),
                 stacklevel: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """The ``columns`` and ``groups`` of ``data`` for every row, with the string and categorical
-    columns among ``columns`` as categoricals of the levels seen in the complete rows, and which
-    rows are complete. Grouping factors (``groups`` not among ``columns``) keep their values:
+    """The ``columns`` and ``groups`` of ``data`` for every row, coded as the module docstring says
+    (object, string and categorical columns among ``columns`` as categoricals of the levels seen in
+    the complete rows, nullable numbers as floats), and which rows are complete. Grouping factors (``groups`` not among ``columns``) keep their values:
     ``design.interaction`` codes them, by value and in R's order.
 
     Checks the names (``require_columns``, ``require_usable_names``) and the values (no inf);
@@ -149,7 +149,7 @@ def model_frame(data: pd.DataFrame, columns: Iterable[str], *, groups: Iterable[
 
 def evaluate(formula, frame: pd.DataFrame, what: str):
     """formulaic's model matrices of ``formula`` on every row of ``frame`` (take the complete rows
-    with ``rows``: transforms see the rows R's model.frame sees). An error says ``what`` failed."""
+    with ``kept_rows``: transforms see the rows R's model.frame sees). An error says ``what`` failed."""
     try:
         return model_matrix(formula, frame, context=CONTEXT, na_action="ignore")
     except Exception as error:  # formulaic's messages are good; say where it came from
