@@ -22,8 +22,8 @@ with the plug-in variance). The :math:`\alpha/2` and :math:`1-\alpha/2` quantile
 of the draws form the interval; leaving out the new error gives an interval for the mean
 :math:`m_0` instead.
 
-Why not keep the predicted effects (``use_u=True``) and take the refit's BLUP? That recipe (the
-first edition's, and a common use of lme4's ``bootMer``) shrinks twice: the refit's BLUP
+Why not keep the predicted effects (``use_u=True``) and take the refit's BLUP? That recipe (Eck's
+course notes use it, as does a common use of lme4's ``bootMer``) shrinks twice: the refit's BLUP
 shrinks :math:`\tilde b`, already shrunk, toward zero once more, so its draws are centred between the
 EBLUP and the population mean (pulp, operator a: 60.31 against the EBLUP 60.28), and the spread
 misses the uncertainty of the effect itself.
