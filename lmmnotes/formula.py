@@ -49,23 +49,32 @@ class ParsedFormula:
     offsets: tuple[str, ...] = ()  # the expressions inside offset(...), for formulaic
 
 
-def split_top_level(text: str, sep: str) -> list[str]:
-    """Split ``text`` at occurrences of the one-character ``sep`` outside parentheses."""
-    parts, depth, start = [], 0, 0
+def _top_level(text: str, separators: str) -> list[int]:
+    """Where in ``text`` the one-character ``separators`` stand outside parentheses and outside
+    backtick-quoted names (```a (b)```); unbalanced parentheses are a FormulaError."""
+    positions, depth, quoted = [], 0, False
     for i, ch in enumerate(text):
-        if ch == "(":
+        if ch == "`":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
             if depth < 0:
                 raise FormulaError(f"unbalanced parentheses in {text!r}")
-        elif ch == sep and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
+        elif ch in separators and depth == 0:
+            positions.append(i)
     if depth != 0:
         raise FormulaError(f"unbalanced parentheses in {text!r}")
-    parts.append(text[start:])
-    return parts
+    return positions
+
+
+def split_top_level(text: str, sep: str) -> list[str]:
+    """Split ``text`` at the one-character ``sep`` outside parentheses and backtick-quoted names."""
+    bounds = [-1, *_top_level(text, sep), len(text)]
+    return [text[a + 1:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _r_powers(text: str) -> str:
@@ -151,52 +160,21 @@ def group_name(name: str) -> str:
 
 def _expand_group(group: str) -> list[tuple[str, ...]]:
     """``a/b/c`` -> [(a,), (a, b), (a, b, c)]; ``a:b`` -> [(a, b)]; ``a`` -> [(a,)]."""
-    nested = [g.strip() for g in _split_outside_backticks(group, "/")]
+    nested = [g.strip() for g in split_top_level(group, "/")]
     if any(not g for g in nested):
         raise FormulaError(f"cannot read the grouping factor {group!r}")
     out = []
     for depth in range(1, len(nested) + 1):
-        out.append(tuple(group_name(f) for part in nested[:depth] for f in _split_outside_backticks(part, ":")))
+        out.append(tuple(group_name(f) for part in nested[:depth] for f in split_top_level(part, ":")))
     return out if len(nested) > 1 else [out[-1]]
-
-
-def _split_outside_backticks(text: str, sep: str) -> list[str]:
-    """Split at ``sep`` outside backtick-quoted names and parentheses."""
-    parts, start, quoted, depth = [], 0, False, 0
-    for i, ch in enumerate(text):
-        if ch == "`":
-            quoted = not quoted
-        elif not quoted and ch in "()":
-            depth += 1 if ch == "(" else -1
-        elif ch == sep and not quoted and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return parts
 
 
 def _signed_terms(text: str) -> list[tuple[str, str]]:
     """The terms of a right-hand side joined by ``+`` or ``-`` outside parentheses and backticks,
     each with its sign: ``a + (1 | g) - 1`` -> [("+", "a"), ("+", "(1 | g)"), ("-", "1")]."""
-    out, start, sign, depth, quoted = [], 0, "+", 0, False
-    for i, ch in enumerate(text):
-        if ch == "`":
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                raise FormulaError(f"unbalanced parentheses in {text!r}")
-        elif ch in "+-" and depth == 0 and not re.search(r"\d[eE]$", text[start:i]):  # not the - of 1e-5
-            out.append((sign, text[start:i]))
-            sign, start = ch, i + 1
-    if depth != 0:
-        raise FormulaError(f"unbalanced parentheses in {text!r}")
-    out.append((sign, text[start:]))
-    return out
+    cuts = [i for i in _top_level(text, "+-") if not re.search(r"\d[eE]$", text[:i])]  # not the - of 1e-5
+    bounds = [-1, *cuts, len(text)]
+    return [("+" if a < 0 else text[a], text[a + 1:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 _OFFSET = re.compile(r"^offset\((.*)\)$", re.S)
