@@ -20,13 +20,17 @@ from .checks import DataError
 FACTORS: dict[str, tuple[str, ...]] = {
     "breaking": ("operator", "day", "supplier"),
     "denim": ("supplier",),
+    "ergostool": ("Type", "Subject"),
+    "early": ("id", "trt"),
     "eggprod": ("treat", "block"),
     "eggs": ("Lab", "Technician", "Sample"),
     "hsb": ("school", "minority", "sex", "sector", "himinty"),
     "irrigation": ("field", "irrigation", "variety"),
     "lawn": ("manufact", "machine", "speed"),
+    "orange": ("Tree",),
     "psid": ("sex", "person"),
     "pulp": ("operator",),
+    "rail": ("Rail",),
     "ratdrink": ("subject", "treat"),
     "vision": ("power", "eye", "subject"),
 }

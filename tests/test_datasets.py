@@ -20,6 +20,11 @@ EXPECTED = {
     "lawn": (24, {"manufact": "category", "machine": "category", "speed": "category", "time": "int"}),
     "ratdrink": (135, {"wt": "int", "weeks": "int", "subject": "category", "treat": "category"}),
     "vision": (56, {"acuity": "int", "power": "category", "eye": "category", "subject": "category"}),
+    # exercise data sets (nlme 3.1-162, mlmRev 1.0-8, R datasets)
+    "rail": (18, {"Rail": "category", "travel": "int"}),
+    "ergostool": (36, {"effort": "int", "Type": "category", "Subject": "category"}),
+    "early": (309, {"id": "category", "cog": "int", "age": "float", "trt": "category"}),
+    "orange": (35, {"Tree": "category", "age": "int", "circumference": "int"}),
     "eggs": (48, {"Fat": "float", "Lab": "category", "Technician": "category", "Sample": "category"}),
     "irrigation": (16, {"field": "category", "irrigation": "category", "variety": "category", "yield": "float"}),
     "psid": (1661, {"age": "int", "educ": "int", "sex": "category", "income": "int", "year": "int", "person": "category"}),
@@ -69,7 +74,7 @@ def test_each_load_is_a_fresh_copy():
 
 
 def test_unknown_name_lists_the_available_ones():
-    with pytest.raises(DataError, match="unknown data set 'pulpp'.*breaking, denim, eggprod, eggs, hsb, irrigation, lawn, psid, pulp, ratdrink, vision"):
+    with pytest.raises(DataError, match="unknown data set 'pulpp'.*breaking, denim, early, eggprod, eggs, ergostool, hsb, irrigation, lawn, orange, psid, pulp, rail, ratdrink, vision"):
         datasets.load("pulpp")
 
 
