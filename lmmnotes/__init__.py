@@ -19,7 +19,8 @@ Modules, in the order the book introduces them:
 - ``prediction``: bootstrap prediction intervals for new observations;
 - ``plots``: caterpillar plots and residual diagnostics;
 - ``simulate``: data from a mixed model with a known truth (``simulate_design``, and many
-  responses at once with ``simulate_responses``, to refit with ``refit_responses``);
+  responses at once with ``simulate_responses``, to refit with ``refit_responses``; the truth in
+  theta's layout with ``true_theta``);
 - ``structures``: a group's random intercept and slope under any random-effects structure
   (``random_slope_correlation``);
 - ``checks``: the input checks, the ``DataError`` they raise and the warnings' categories;
@@ -40,13 +41,13 @@ from .separate_fits import lmlist
 from .prediction import prediction_interval
 from .results import LmerFit
 from .rlrt import exact_rlrt
-from .simulate import SimulatedData, simulate_design, simulate_responses
+from .simulate import SimulatedData, simulate_design, simulate_responses, true_theta
 from .structures import intercept_slope, random_slope_correlation
 
 __all__ = ["anova", "datasets", "lmer", "LmerFit", "DataError", "FormulaError", "bootstrap", "lrt", "confint",
            "exact_rlrt", "kenward_roger", "vcov_adjusted", "prediction_interval",
            "simulate_design", "SimulatedData", "lmlist", "compare", "simulate_responses", "refit_responses",
-           "random_slope_correlation", "intercept_slope", "gibbs"]
+           "random_slope_correlation", "intercept_slope", "gibbs", "true_theta"]
 __version__ = "0.2.0"
 
 

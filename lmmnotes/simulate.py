@@ -8,6 +8,7 @@ Given a design (a data frame of factors and covariates), a formula and the param
 
 The same formula machinery as ``lmer`` builds :math:`X` and the :math:`Z_t`, so a simulated data
 set can be fitted back with the same formula and the estimates compared with the truth.
+``true_theta`` writes a known truth in the fit's own parameters, :math:`\theta`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .checks import DataError, require_frame
-from .design import build_design
+from .design import Design, build_design, canonical_theta
 from .formula import parse_formula
 
 
@@ -152,3 +153,69 @@ def simulate_responses(design: pd.DataFrame, formula: str, fixef, covariances: d
     out = pd.DataFrame(np.nan, index=design.index, columns=[f"sim_{k + 1}" for k in range(nsim)])
     out.loc[d.row_index] = Y
     return out
+
+
+def _lower_factor(S: np.ndarray) -> np.ndarray:
+    """A lower-triangular L with L L' = S and a nonnegative diagonal, for any positive
+    semi-definite S (Cholesky where S is definite; from a QR of a square root where it is not)."""
+    try:
+        return np.linalg.cholesky(S)
+    except np.linalg.LinAlgError:
+        w, V = np.linalg.eigh(S)
+        root = V * np.sqrt(np.clip(w, 0.0, None))  # root root' = S
+        R = np.linalg.qr(root.T, mode="r")  # root' = Q R, so S = R' R
+        return R.T * np.where(np.diag(R) < 0, -1.0, 1.0)
+
+
+def true_theta(model, covariances, sigma: float) -> np.ndarray:
+    r"""The covariance parameters :math:`\theta` of ``model`` at a known truth.
+
+    Each term's covariance is :math:`\Sigma_t = \sigma^2 T_t T_t^\top` with :math:`T_t` lower
+    triangular and a nonnegative diagonal, so
+
+    .. math::
+        T_t = \operatorname{chol}(\Sigma_t / \sigma^2), \qquad
+        \theta = (\text{lower triangles of } T_1, T_2, \dots \text{ column by column}),
+
+    the layout of ``fit.theta`` (lme4's ``getME(fit, "theta")``). A semi-definite
+    :math:`\Sigma_t` (a variance 0 or a correlation of :math:`\pm 1`) is allowed: its factor
+    has a zero on the diagonal. Useful as ``start=`` of ``refit`` or ``refit_responses``, or to
+    compare estimates with the truth on the scale the optimizer works on.
+
+    Parameters
+    ----------
+    model : a fitted model (``LmerFit``) or its ``Design``; only theta's layout is read.
+    covariances : :math:`\Sigma_t` for each random-effects term, in the columns of the term
+        (``fit.covariances()`` shows them): a dict keyed by grouping factor, as for
+        ``simulate_design``, or a sequence in the order of the terms (needed when two terms
+        share a grouping factor, as in ``(x || g)``); a number for a scalar term.
+    sigma : the residual standard deviation, positive.
+    """
+    design = getattr(model, "design", model)
+    if not isinstance(design, Design):
+        raise DataError(f"true_theta needs a fitted model or its design, got {type(model).__name__}")
+    if not 0 < sigma < np.inf:
+        raise DataError(f"sigma must be a positive, finite residual standard deviation, got {sigma}")
+    terms = design.terms
+    if isinstance(covariances, dict | pd.Series):
+        groups = [t.group for t in terms]
+        if len(set(groups)) < len(groups):
+            raise DataError(f"two random-effects terms share a grouping factor ({groups}), so a dict keyed by "
+                            "factor cannot tell them apart; pass the covariances as a list in the order of "
+                            "the terms")
+        missing = [g for g in groups if g not in covariances]
+        extra = [g for g in covariances if g not in groups]
+        if missing or extra:
+            raise DataError(f"covariances must be keyed by the grouping factors {groups}; missing {missing}, "
+                            f"not in the model {extra}")
+        values = [covariances[g] for g in groups]
+    else:
+        values = list(covariances)
+        if len(values) != len(terms):
+            raise DataError(f"covariances has {len(values)} entries but the model has {len(terms)} "
+                            f"random-effects terms (grouping factors {[t.group for t in terms]})")
+    parts = []
+    for t, value in zip(terms, values):
+        S = _covariance(t, value.to_numpy() if isinstance(value, pd.DataFrame) else value)
+        parts.append(_lower_factor(S / sigma**2)[t.lower])
+    return canonical_theta(np.concatenate(parts), design)
