@@ -23,6 +23,8 @@ Modules, in the order the book introduces them:
   theta's layout with ``true_theta``);
 - ``structures``: a group's random intercept and slope under any random-effects structure
   (``random_slope_correlation``);
+- ``diagnostics``: checking and summarizing a fit (``repca``, ``r2_nakagawa``, ``icc``,
+  ``influence_groups``, ``simulation_check``; chapter 14);
 - ``checks``: the input checks, the ``DataError`` they raise and the warnings' categories;
 - ``gibbs``: Gibbs samplers for the one-way model and for any lmer formula (``gibbs.one_way``,
   ``gibbs.lmm``), with ArviZ diagnostics; imported on first use of ``lmmnotes.gibbs``, since ArviZ
@@ -43,11 +45,14 @@ from .results import LmerFit
 from .rlrt import exact_rlrt
 from .simulate import SimulatedData, simulate_design, simulate_responses, true_theta
 from .structures import intercept_slope, random_slope_correlation
+from . import diagnostics
+from .diagnostics import icc, influence_groups, r2_nakagawa, repca, simulation_check
 
 __all__ = ["anova", "datasets", "lmer", "LmerFit", "DataError", "FormulaError", "bootstrap", "lrt", "confint",
            "exact_rlrt", "kenward_roger", "vcov_adjusted", "prediction_interval",
            "simulate_design", "SimulatedData", "lmlist", "compare", "simulate_responses", "refit_responses",
-           "random_slope_correlation", "intercept_slope", "gibbs", "true_theta"]
+           "random_slope_correlation", "intercept_slope", "gibbs", "diagnostics", "repca",
+           "r2_nakagawa", "icc", "influence_groups", "simulation_check", "true_theta"]
 __version__ = "0.2.0"
 
 

@@ -11,7 +11,7 @@ Layers, lowest first (a module may import from its own layer and the layers belo
    steps composed)
 5. inference, other estimators and their pictures: ``anova``, ``resampling``, ``intervals``,
    ``rlrt``, ``fixed_effect_tests``, ``separate_fits``, ``comparison``, ``prediction``, ``simulate``,
-   ``structures``, ``gibbs``, ``plots`` (which ``LmList.plot`` calls)
+   ``structures``, ``gibbs``, ``plots`` (which ``LmList.plot`` calls), ``diagnostics``
 6. the package's face: ``__init__``
 """
 
@@ -28,7 +28,7 @@ LAYERS = [
     {"optimizer"},
     {"display", "results", "fit"},
     {"anova", "resampling", "intervals", "rlrt", "fixed_effect_tests", "separate_fits", "comparison", "prediction", "simulate",
-     "structures", "gibbs", "plots"},
+     "structures", "gibbs", "plots", "diagnostics"},
     {"__init__"},
 ]
 LAYER = {name: k for k, names in enumerate(LAYERS) for name in names}
