@@ -45,6 +45,15 @@ to rounding error, since the starting values follow the data too. An explicit pr
 replaces the corresponding default, and is used as given, in the units of the data. The book's
 chapters 12 and 13 show when the choice matters (few groups).
 
+Half-t prior on a standard deviation. ``one_way(..., group_prior=HalfT(df, scale))`` puts the
+half-t prior of Gelman (2006) on :math:`\sigma_a` in place of the inverse gamma on
+:math:`\sigma^2_a` (``df = 1``: the half-Cauchy). It is not conjugate, but it is a scale mixture
+of inverse gammas (Wand et al. 2011): if :math:`\sigma^2_a \mid \xi \sim \mathrm{InvGamma}(\nu/2,
+\nu/\xi)` and :math:`\xi \sim \mathrm{InvGamma}(1/2, 1/A^2)`, then :math:`\sigma_a \sim
+\text{half-}t(\nu, A)`, density proportional to :math:`(1 + \sigma_a^2/(\nu A^2))^{-(\nu+1)/2}`
+on :math:`\sigma_a > 0`. The sampler carries :math:`\xi` along, and both its conditionals stay
+inverse gamma.
+
 Chains are reproducible from ``seed`` and independent: chain k uses the k-th child of
 ``numpy.random.SeedSequence(seed)``, so its draws do not depend on how many chains run beside it.
 """
@@ -128,6 +137,21 @@ class Posterior:
 
 
 VAGUE = 1e4  # the default prior variance of a location, in the data's units (see the module docstring)
+
+
+@dataclass(frozen=True)
+class HalfT:
+    r"""A half-t prior on a standard deviation, :math:`\sigma \sim \text{half-}t(\nu, A)`: density
+    proportional to :math:`(1 + \sigma^2/(\nu A^2))^{-(\nu+1)/2}` on :math:`\sigma > 0`, i.e. the law of
+    :math:`A|t_\nu|`. ``df`` is :math:`\nu` (1, the default: the half-Cauchy that Gelman (2006)
+    recommends for a group-level standard deviation; large: close to the half-normal
+    :math:`A|Z|`); ``scale`` is :math:`A`, in the units of the response, None for the response's
+    sample standard deviation :math:`s` (so that the prior follows the data's units, as the other
+    defaults do). Used by ``one_way(group_prior=...)``.
+    """
+
+    df: float = 1.0
+    scale: float | None = None
 
 
 def _number(name: str, value) -> float:
@@ -225,8 +249,9 @@ def _draw_covariance(rng: np.random.Generator, df: float, S: np.ndarray, b: np.n
 def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | None = None,
             mu_var: float | None = None,
             group_shape: float = 1.0, group_scale: float | None = None, resid_shape: float = 1.0,
-            resid_scale: float | None = None, n_iter: int = 2000, n_warmup: int | None = None,
-            n_chains: int = 4, thin: int = 1, seed=None, update: str = "blocked") -> Posterior:
+            resid_scale: float | None = None, group_prior: HalfT | None = None, n_iter: int = 2000,
+            n_warmup: int | None = None, n_chains: int = 4, thin: int = 1, seed=None,
+            update: str = "blocked") -> Posterior:
     r"""Gibbs sampler for :math:`y_{ij} = \mu + a_i + e_{ij}`, :math:`a_i \sim N(0, \sigma^2_a)`,
     :math:`e_{ij} \sim N(0, \sigma^2_e)`, with priors :math:`\mu \sim N(m_0, v_0)`,
     :math:`\sigma^2_a \sim \mathrm{InvGamma}(\alpha_a, \beta_a)`,
@@ -261,6 +286,14 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | N
     group_shape, group_scale, resid_shape, resid_scale : inverse gamma priors of sigma2_group and
         sigma2_resid; a scale of None means :math:`s^2/20`. Every prior parameter must be a finite
         number (shapes, scales and variances positive), else DataError naming it.
+    group_prior : None (the inverse gamma prior of sigma2_group above) or :class:`HalfT`: the
+        half-t prior :math:`\sigma_a \sim \text{half-}t(\nu, A)` on the group standard deviation
+        (then ``group_shape`` and ``group_scale`` must be left at their defaults). The sampler
+        uses the mixture :math:`\sigma^2_a \mid \xi \sim \mathrm{InvGamma}(\nu/2, \nu/\xi)`,
+        :math:`\xi \sim \mathrm{InvGamma}(1/2, 1/A^2)`, and draws, in place of the first step above,
+        :math:`\sigma^2_a \mid a, \xi \sim \mathrm{InvGamma}((\nu + m)/2,\ \nu/\xi + \tfrac12\sum_i a_i^2)`
+        and :math:`\xi \mid \sigma^2_a \sim \mathrm{InvGamma}((\nu + 1)/2,\ \nu/\sigma^2_a + 1/A^2)`.
+        ``priors`` then records ``group_prior`` ("half-t"), ``group_df`` and ``group_sd_scale``.
     n_iter : iterations per chain, warm-up included; n_warmup (default n_iter // 2) are discarded,
         and of the rest every ``thin``-th is kept.
     n_chains, seed : chains are vectorized; chain k draws from the k-th child of SeedSequence(seed).
@@ -292,6 +325,7 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | N
     ybar = np.bincount(codes, weights=y, minlength=m) / n
     ssw = float(np.sum((y - ybar[codes]) ** 2))
     s2y = _response_variance(y)
+    half_t = _half_t_prior(group_prior, group_shape, group_scale, s2y)
     priors = {
         "mu_mean": (float(np.mean(y)) if mu_var is None else 0.0) if mu_mean is None else _finite("mu_mean", mu_mean),
         "mu_var": _positive("mu_var", VAGUE * s2y if mu_var is None else mu_var),
@@ -300,10 +334,27 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | N
         "resid_shape": _positive("resid_shape", resid_shape),
         "resid_scale": _scale("resid_scale", resid_scale, s2y),
     }
+    if half_t is not None:
+        del priors["group_shape"], priors["group_scale"]
+        priors.update(half_t)
     draws = _one_way_chains(ybar, n, ssw, priors, n_iter, n_warmup, n_chains, thin, seed, update)
     names = ["mu", "sigma2_group", "sigma2_resid"] + [f"a[{level}]" for level in levels]
     return _posterior(draws, names, f"{response} ~ 1 + (1 | {group}), Gibbs ({update} updates)",
                       priors, n_warmup, thin)
+
+
+def _half_t_prior(group_prior, group_shape, group_scale, s2y: float) -> dict | None:
+    """The half-t prior's entries of ``priors`` (None for the inverse gamma prior), checked."""
+    if group_prior is None:
+        return None
+    if not isinstance(group_prior, HalfT):
+        raise DataError(f"group_prior must be None or gibbs.HalfT(df, scale), got {group_prior!r}")
+    if group_scale is not None or group_shape != 1.0:
+        raise DataError("group_shape and group_scale set the inverse gamma prior of sigma2_group; with "
+                        "group_prior=HalfT(...) leave them out (the half-t prior replaces it)")
+    return {"group_prior": "half-t", "group_df": _positive("HalfT df", group_prior.df),
+            "group_sd_scale": _positive("HalfT scale",
+                                        np.sqrt(s2y) if group_prior.scale is None else group_prior.scale)}
 
 
 def _one_way_chains(ybar, n, ssw, priors, n_iter, n_warmup, n_chains, thin, seed, update) -> np.ndarray:
@@ -313,10 +364,17 @@ def _one_way_chains(ybar, n, ssw, priors, n_iter, n_warmup, n_chains, thin, seed
     group sizes ``n`` (the calibration tests run hundreds of simulated data sets at once so).
     All random numbers are drawn before the loop, chain by chain from the chain's own generator:
     the shapes of the inverse gamma conditionals do not change, so sigma^2 = scale / Gamma(shape, 1).
+    With a half-t prior (``priors["group_prior"] == "half-t"``) the mixing variable xi's gammas are
+    drawn after the others, so that the inverse gamma prior's stream of numbers is unchanged.
     """
     m, N = len(n), n.sum()
     m0, v0 = priors["mu_mean"], priors["mu_var"]
-    shape_a, scale_a = priors["group_shape"] + m / 2, priors["group_scale"]
+    half_t = priors.get("group_prior") == "half-t"
+    if half_t:
+        nu, inv_A2 = priors["group_df"], 1.0 / priors["group_sd_scale"] ** 2
+        shape_a = (nu + m) / 2
+    else:
+        shape_a, scale_a = priors["group_shape"] + m / 2, priors["group_scale"]
     shape_e, scale_e = priors["resid_shape"] + N / 2, priors["resid_scale"]
     rngs = _chain_generators(seed, n_chains)
     # Starting values, dispersed: variances around rough moment estimates, mu and a from their conditionals.
@@ -328,6 +386,9 @@ def _one_way_chains(ybar, n, ssw, priors, n_iter, n_warmup, n_chains, thin, seed
     z = np.stack([rng.standard_normal((n_iter, 1 + m)) for rng in rngs], axis=1)  # (iter, chain, 1 + m)
     ga = np.stack([rng.standard_gamma(shape_a, n_iter) for rng in rngs], axis=1)  # (iter, chain)
     ge = np.stack([rng.standard_gamma(shape_e, n_iter) for rng in rngs], axis=1)
+    if half_t:  # xi | s2a ~ InvGamma((nu + 1)/2, nu/s2a + 1/A^2): its start, then one per iteration
+        gx = np.stack([rng.standard_gamma((nu + 1) / 2, n_iter + 1) for rng in rngs], axis=1)
+        xi = (nu / s2a + inv_A2) / gx[0]
     kept = (n_iter - n_warmup) // thin
     out = np.empty((kept, n_chains, 3 + m))
     a = np.zeros((n_chains, m))
@@ -347,7 +408,11 @@ def _one_way_chains(ybar, n, ssw, priors, n_iter, n_warmup, n_chains, thin, seed
             P = N * pe[:, 0] + 1.0 / v0
             mu = ((nsum_ybar - n * a).sum(axis=1) * pe[:, 0] + m0 / v0) / P + zt[:, 0] / np.sqrt(P)
         a = n * pe * (ybar - mu[:, None]) / pa + zt[:, 1:] / np.sqrt(pa)
-        s2a = (scale_a + 0.5 * (a * a).sum(axis=1)) / ga[t]
+        if half_t:
+            s2a = (nu / xi + 0.5 * (a * a).sum(axis=1)) / ga[t]
+            xi = (nu / s2a + inv_A2) / gx[t + 1]
+        else:
+            s2a = (scale_a + 0.5 * (a * a).sum(axis=1)) / ga[t]
         r = ybar - mu[:, None] - a
         s2e = (scale_e + 0.5 * (ssw + (n * r * r).sum(axis=1))) / ge[t]
         if t >= n_warmup and (t - n_warmup) % thin == thin - 1:
@@ -357,10 +422,15 @@ def _one_way_chains(ybar, n, ssw, priors, n_iter, n_warmup, n_chains, thin, seed
 
 
 def one_way_exact(data: pd.DataFrame, response: str, group: str, *, mu_mean: float, mu_var: float,
-                  group_shape: float, group_scale: float, resid_shape: float, resid_scale: float,
-                  grid: int = 400) -> pd.DataFrame:
-    """The exact posterior means and sds of mu, sigma2_group and sigma2_resid of the one-way model
-    (the model and priors of :func:`one_way`; every prior must be given), by quadrature.
+                  group_shape: float | None = None, group_scale: float | None = None, resid_shape: float,
+                  resid_scale: float, group_prior: HalfT | None = None, grid: int = 400) -> pd.DataFrame:
+    r"""The exact posterior means and sds of mu, sigma2_group and sigma2_resid of the one-way model
+    (the model and priors of :func:`one_way`; every prior must be given: ``group_shape`` and
+    ``group_scale``, or ``group_prior=HalfT(df, scale)`` with its scale), by quadrature.
+
+    The half-t prior enters through its own density, not through the mixture the sampler uses:
+    with :math:`\sigma_a = A|t_\nu|`, the density of :math:`\sigma^2_a` is
+    :math:`f_{t_\nu}(\sigma_a/A)/(A\,\sigma_a)` (``scipy.stats.t``).
 
     Given (s2a, s2e), the group means are independent, ybar_i | mu ~ N(mu, s2a + s2e/n_i), and the
     within-group sum of squares SSW is s2e chi2(N - m), independent of them. With
@@ -380,7 +450,14 @@ def one_way_exact(data: pd.DataFrame, response: str, group: str, *, mu_mean: flo
     require_columns(data, [response, group])
     require_numeric(data, response)
     mu_mean, mu_var = _finite("mu_mean", mu_mean), _positive("mu_var", mu_var)
-    group_shape, group_scale = _positive("group_shape", group_shape), _positive("group_scale", group_scale)
+    if group_prior is None:
+        group_shape, group_scale = _positive("group_shape", group_shape), _positive("group_scale", group_scale)
+    else:
+        if not isinstance(group_prior, HalfT) or group_prior.scale is None:
+            raise DataError(f"group_prior must be gibbs.HalfT(df, scale) with its scale given, got {group_prior!r}")
+        if group_shape is not None or group_scale is not None:
+            raise DataError("give either group_shape and group_scale or group_prior, not both")
+        half_df, half_scale = _positive("HalfT df", group_prior.df), _positive("HalfT scale", group_prior.scale)
     resid_shape, resid_scale = _positive("resid_shape", resid_shape), _positive("resid_scale", resid_scale)
     y = data[response].to_numpy(dtype=float)
     _, codes = np.unique(data[group].astype(str).to_numpy(), return_inverse=True)
@@ -397,8 +474,12 @@ def one_way_exact(data: pd.DataFrame, response: str, group: str, *, mu_mean: flo
         M = (m0 / mu_var + (w * ybar).sum(-1)) / P
         loglik = -0.5 * ((N - m) * v[...] + ssw / np.exp(v) + np.log(s2e + n * s2a).sum(-1)
                          + (w * ybar ** 2).sum(-1) + m0 ** 2 / mu_var - P * M ** 2 + np.log(mu_var * P))
-        prior = (stats.invgamma.logpdf(np.exp(u), group_shape, scale=group_scale)
-                 + stats.invgamma.logpdf(np.exp(v), resid_shape, scale=resid_scale))
+        if group_prior is None:
+            prior_a = stats.invgamma.logpdf(np.exp(u), group_shape, scale=group_scale)
+        else:  # sigma_a = A |t|: density of s2a = t_df(sigma_a / A) / (A sigma_a)
+            sd_a = np.exp(u / 2)
+            prior_a = stats.t.logpdf(sd_a / half_scale, half_df) - np.log(half_scale * sd_a)
+        prior = prior_a + stats.invgamma.logpdf(np.exp(v), resid_shape, scale=resid_scale)
         return loglik + prior + u + v, M, P  # + u + v: the Jacobian of the log scale
 
     s2e_hat = ssw / (N - m)
