@@ -13,7 +13,8 @@ Modules, in the order the book introduces them:
   ``refit_responses``);
 - ``intervals``: ``confint`` by profile likelihood, bootstrap or Wald;
 - ``rlrt``: the exact restricted likelihood-ratio test of a variance component;
-- ``fixed_effect_tests``: Kenward-Roger F tests for fixed effects (``kenward_roger``);
+- ``fixed_effect_tests``: Kenward-Roger F tests for fixed effects (``kenward_roger``) and t and F
+  tests with Satterthwaite's degrees of freedom (``satterthwaite``, lmerTest's);
 - ``separate_fits``: separate least-squares fits per group (``lmlist``); ``comparison``:
   likelihood-ratio tables of nested fits (``compare``, lme4's ``anova``);
 - ``prediction``: bootstrap prediction intervals for new observations;
@@ -38,7 +39,7 @@ from .comparison import compare
 from .fit import lmer
 from .formula import FormulaError
 from .intervals import confint
-from .fixed_effect_tests import kenward_roger, vcov_adjusted
+from .fixed_effect_tests import kenward_roger, satterthwaite, vcov_adjusted
 from .separate_fits import lmlist
 from .prediction import prediction_interval
 from .results import LmerFit
@@ -49,7 +50,7 @@ from . import diagnostics
 from .diagnostics import icc, influence_groups, r2_nakagawa, repca, simulation_check
 
 __all__ = ["anova", "datasets", "lmer", "LmerFit", "DataError", "FormulaError", "bootstrap", "lrt", "confint",
-           "exact_rlrt", "kenward_roger", "vcov_adjusted", "prediction_interval",
+           "exact_rlrt", "kenward_roger", "satterthwaite", "vcov_adjusted", "prediction_interval",
            "simulate_design", "SimulatedData", "lmlist", "compare", "simulate_responses", "refit_responses",
            "random_slope_correlation", "intercept_slope", "gibbs", "diagnostics", "repca",
            "r2_nakagawa", "icc", "influence_groups", "simulation_check", "true_theta"]

@@ -1,4 +1,5 @@
-r"""Kenward-Roger F tests for fixed effects (Kenward and Roger 1997; R's pbkrtest::KRmodcomp).
+r"""Kenward-Roger F tests for fixed effects (Kenward and Roger 1997; R's pbkrtest::KRmodcomp), and
+t and F tests with Satterthwaite's degrees of freedom (R's lmerTest; at the end).
 
 Write the marginal covariance of a REML fit as :math:`\Sigma = \sum_i \gamma_i G_i`, one term for
 each distinct entry of each random-effects covariance matrix (:math:`G_i = Z_t (I \otimes S_i) Z_t^\top`,
@@ -22,10 +23,37 @@ and referred to :math:`F(\ell, m)`, where :math:`\lambda` and :math:`m` match th
 All the :math:`n \times n` quantities are reduced to :math:`q \times q` ones (q random effects) by the Woodbury identity
 :math:`\Sigma^{-1} = \sigma^{-2}(I - Z M Z^\top)`, :math:`M = \Lambda (\Lambda^\top Z^\top Z\Lambda + I)^{-1}\Lambda^\top`,
 so no :math:`n \times n` matrix is formed.
+
+Satterthwaite's degrees of freedom (Satterthwaite 1946; Kuznetsova, Brockhoff and Christensen
+2017, R's lmerTest) need no adjusted covariance. The variance parameters are
+:math:`\varphi = (\theta, \sigma)`; the deviance of the fit (REML or ML, as fitted),
+unprofiled in :math:`\sigma`, is
+
+.. math::
+    d(\theta, \sigma) = \log|L_\theta|^2 + r^2_\theta/\sigma^2 + n\log(2\pi\sigma^2)
+        \;\bigl[ + \log|R_X|^2 - p\log(2\pi\sigma^2) \text{ for REML} \bigr],
+
+:math:`A = 2\,H^{-1}` with :math:`H` its Hessian at :math:`\hat\varphi` is the asymptotic covariance
+of :math:`\hat\varphi`, and :math:`C(\varphi) = \sigma^2 (R_X^\top R_X)^{-1}` is the covariance of
+:math:`\hat\beta`. For one contrast :math:`\ell^\top\beta` with :math:`v = \ell^\top C\ell` and
+:math:`g_k = \ell^\top (\partial C/\partial\varphi_k)\,\ell`,
+
+.. math::
+    \nu = \frac{2 v^2}{g^\top A g}, \qquad t = \ell^\top\hat\beta / \sqrt{v} \sim t_\nu .
+
+For an :math:`L` of several rows, :math:`L C L^\top = P D P^\top` splits the F statistic into
+:math:`q` independent squared t statistics :math:`(P^\top L\hat\beta)_m^2 / d_m`, each with its
+:math:`\nu_m`; with :math:`E = \sum_m \nu_m/(\nu_m - 2)` the denominator df is
+:math:`2E/(E - q)` (2 if some :math:`\nu_m \le 2`). :math:`H` and :math:`\partial C/\partial\varphi`
+are central finite differences (statsmodels' ``approx_hess3`` and ``approx_fprime``), as lmerTest
+uses numerical derivatives; on the boundary (a singular fit) they step to negative
+:math:`\theta`, where the deviance is the mirror image, and eigenvalues of :math:`H` within
+1e-8 of 0 are left out of the inverse, as in lmerTest.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +61,11 @@ import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 from scipy import stats
+from statsmodels.tools.numdiff import approx_fprime, approx_hess3
 
-from .checks import DataError
+from .checks import ConvergenceWarning, DataError
+from .criterion import pls
+from .display import format_p
 from .design import column_space_coefficients
 from .results import LmerFit
 
@@ -222,3 +253,151 @@ def kenward_roger(large: LmerFit, small) -> KenwardRogerTest:
     statistic = scaling * F
     return KenwardRogerTest(statistic=statistic, ndf=int(ell), ddf=float(m), scaling=float(scaling),
                             p_value=float(stats.f.sf(statistic, ell, m)), unscaled=F)
+
+
+# ---- Satterthwaite --------------------------------------------------------------------------------
+EIGEN_TOLERANCE = 1e-8  # lmerTest: eigenvalues of the Hessian within this of 0 are dropped
+
+
+@dataclass(frozen=True, kw_only=True)
+class SatterthwaiteTest:
+    r"""The F test of :math:`H_0: L\beta = 0` with Satterthwaite's denominator degrees of freedom
+    (lmerTest's ``contestMD``). ``mean_sq`` is :math:`F\hat\sigma^2` and ``sum_sq`` is ``ndf`` times it,
+    as lmerTest's anova table reports them."""
+
+    statistic: float  # F
+    ndf: int  # the rank of L C L'
+    ddf: float
+    p_value: float
+    mean_sq: float
+    sum_sq: float
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row in lmerTest's columns: Sum Sq, Mean Sq, NumDF, DenDF, F value, Pr(>F)."""
+        return pd.DataFrame({"Sum Sq": [self.sum_sq], "Mean Sq": [self.mean_sq], "NumDF": [self.ndf],
+                             "DenDF": [self.ddf], "F value": [self.statistic], "Pr(>F)": [self.p_value]})
+
+    def __str__(self) -> str:
+        return (f"Satterthwaite F = {self.statistic:.4f} on ({self.ndf}, {self.ddf:.2f}) df, "
+                f"p = {format_p(self.p_value)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SatterthwaitePieces:
+    """What every Satterthwaite df needs (module docstring): C, the covariance of beta-hat; A, the
+    asymptotic covariance of (theta, sigma); and the derivatives dC/dphi_k, one p x p matrix each."""
+
+    vcov_beta: np.ndarray
+    vcov_varpar: np.ndarray
+    jacobian: np.ndarray  # (k, p, p)
+
+
+def _unprofiled_deviance(varpar: np.ndarray, fit: LmerFit) -> float:
+    theta, sigma2 = varpar[:-1], varpar[-1] ** 2
+    sol = pls(theta, fit.design, fit.cross_products)
+    n, p = fit.cross_products.n, fit.cross_products.p
+    dev = sol.logdet_L2 + sol.r2 / sigma2 + n * np.log(2.0 * np.pi * sigma2)
+    if fit.reml:
+        dev += sol.logdet_RX2 - p * np.log(2.0 * np.pi * sigma2)
+    return float(dev)
+
+
+def _covariance_of_beta(varpar: np.ndarray, fit: LmerFit) -> np.ndarray:
+    sol = pls(varpar[:-1], fit.design, fit.cross_products)
+    Rinv = scipy.linalg.solve_triangular(sol.R_X, np.eye(sol.R_X.shape[0]))
+    return (varpar[-1] ** 2 * Rinv @ Rinv.T).ravel()
+
+
+def satterthwaite_pieces(fit: LmerFit) -> SatterthwaitePieces:
+    """C, A = 2 H^{-1} and dC/dphi at the fit's (theta, sigma) (module docstring). A Hessian with a
+    negative eigenvalue (the fit is not at a minimum) gives a ``ConvergenceWarning``, as lmerTest
+    warns; eigenvalues within 1e-8 of 0 are left out of the inverse."""
+    varpar = np.append(fit.theta, fit.sigma)
+    H = approx_hess3(varpar, _unprofiled_deviance, args=(fit,))
+    values, vectors = np.linalg.eigh(0.5 * (H + H.T))
+    if np.any(values < -EIGEN_TOLERANCE):
+        warnings.warn(f"the Hessian of the deviance in (theta, sigma) has negative eigenvalues "
+                      f"({', '.join(f'{v:.1e}' for v in values[values < -EIGEN_TOLERANCE])}): the fit may not "
+                      "have converged, and the Satterthwaite df are unreliable", ConvergenceWarning, stacklevel=3)
+    keep = values > EIGEN_TOLERANCE
+    A = 2.0 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
+    p = len(fit.solution.beta)
+    J = approx_fprime(varpar, _covariance_of_beta, args=(fit,), centered=True)  # (p * p, k)
+    J = np.moveaxis(J.reshape(p, p, len(varpar)), 2, 0)
+    return SatterthwaitePieces(vcov_beta=fit.vcov.to_numpy(), vcov_varpar=A, jacobian=0.5 * (J + np.swapaxes(J, 1, 2)))
+
+
+def _contrast_df(pieces: SatterthwaitePieces, ell: np.ndarray) -> tuple[float, float]:
+    """Var(ell' beta-hat) and its Satterthwaite df, 2 v^2 / (g' A g)."""
+    v = float(ell @ pieces.vcov_beta @ ell)
+    g = np.einsum("i,kij,j->k", ell, pieces.jacobian, ell)
+    denominator = float(g @ pieces.vcov_varpar @ g)
+    with np.errstate(divide="ignore"):
+        return v, float(np.float64(2.0 * v**2) / denominator)
+
+
+def _combined_df(nu: np.ndarray) -> float:
+    """lmerTest's denominator df of an F test from the q df of its t statistics."""
+    if len(nu) == 1:
+        return float(nu[0])
+    if np.all(np.abs(np.diff(nu)) < 1e-8):
+        return float(np.mean(nu))
+    if np.any(nu <= 2):
+        return 2.0
+    E = float(np.sum(nu / (nu - 2.0)))
+    return 2.0 * E / (E - len(nu))
+
+
+def satterthwaite(fit: LmerFit, L=None):
+    r"""t and F tests of fixed effects with Satterthwaite's degrees of freedom (R's lmerTest).
+
+    Parameters
+    ----------
+    fit : a fit from ``lmmnotes.lmer``, by REML or ML (the df use the criterion it was fitted by,
+        as lmerTest does).
+    L : ``None`` for the t test of each coefficient; or a restriction matrix (one column per fixed
+        effect, one row per combination; a vector is one row) for the F test of
+        :math:`L\beta = 0`; or a smaller ``LmerFit`` with the same random effects, fitted to the
+        same data, whose fixed effects are the null hypothesis.
+
+    Returns
+    -------
+    For ``L=None`` a DataFrame, one row per coefficient, in lmerTest's columns Estimate,
+    Std. Error, df, t value, Pr(>|t|). Otherwise a ``SatterthwaiteTest`` (``to_frame()`` gives
+    lmerTest's anova row). The F test follows lmerTest's ``contestMD``: the numerator df are the
+    number of eigenvalues of :math:`LCL^\top` above :math:`\sqrt{\epsilon}` times the largest, and
+    the result depends on L only through its row space up to rotations of the rows, as in lmerTest
+    (rescaling one row of a several-row L can change the denominator df slightly).
+    """
+    if not isinstance(fit, LmerFit):
+        raise DataError(f"satterthwaite needs a fit from lmmnotes.lmer, got {type(fit).__name__}")
+    names = list(fit.design.x_names)
+    p = len(names)
+    if isinstance(L, LmerFit):
+        if L.nobs != fit.nobs or not np.allclose(L.design.y, fit.design.y):
+            raise DataError("the two models were fitted to different data; fit both to the same rows")
+        L = restriction_matrix(fit, L.design.X)
+    elif L is not None:
+        reduce_restriction(L, p)  # the checks: width, finite entries, a nonzero row
+        L = np.atleast_2d(np.asarray(L, dtype=float))
+    pieces = satterthwaite_pieces(fit)
+    beta = fit.solution.beta
+    if L is None:
+        rows = []
+        for j in range(p):
+            v, df = _contrast_df(pieces, np.eye(p)[j])
+            t = beta[j] / np.sqrt(v)
+            rows.append((beta[j], np.sqrt(v), df, t, 2.0 * stats.t.sf(abs(t), df)))
+        return pd.DataFrame(rows, index=names, columns=["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"])
+    d, P = np.linalg.eigh(L @ pieces.vcov_beta @ L.T)
+    d, P = d[::-1], P[:, ::-1]  # largest first, as R's eigen
+    q = int(np.sum(d > max(np.sqrt(np.finfo(float).eps) * d[0], 0.0)))
+    if q == 0:
+        raise DataError("L beta has no variance: every combination in L is 0 whatever beta is")
+    PtL = P[:, :q].T @ L
+    nu = np.array([_contrast_df(pieces, row)[1] for row in PtL])
+    F = float(np.sum((PtL @ beta) ** 2 / d[:q]) / q)
+    ddf = _combined_df(nu)
+    mean_sq = F * fit.sigma**2
+    return SatterthwaiteTest(statistic=F, ndf=q, ddf=ddf, p_value=float(stats.f.sf(F, q, ddf)),
+                             mean_sq=mean_sq, sum_sq=q * mean_sq)
