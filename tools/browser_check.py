@@ -9,8 +9,14 @@ must be complete offline), and, once MathJax has typeset it, checked for
   - MathJax error nodes (an undefined macro, a parse error),
   - images that did not load,
   - JavaScript errors and console errors,
-  - internal links to a missing file or to an anchor that the target page does not have.
-A screenshot of each chapter's first screen goes to DIR/<SITE with / as ->/ for a quick look.
+  - internal links to a missing file or to an anchor that the target page does not have,
+  - at 1280 px (a laptop), a display equation or a block of code wider than its box: the reader
+    would have to scroll inside it (every toggle and dropdown is opened first; output blocks,
+    printed tables and pandas tables may scroll inside their own box and are not checked),
+  - at 390 px (a phone), a page that scrolls sideways: wide content must scroll inside its own
+    box; the message names the elements that stick out past the screen's right edge.
+A screenshot of each chapter's first screen at both widths goes to DIR/<SITE with / as ->/
+(<page>.png and <page>-390px.png) for a quick look.
 Chromium is Debian's (package ``chromium``), driven by Playwright without its own browser download.
 """
 
@@ -30,6 +36,7 @@ from playwright.sync_api import sync_playwright
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 # Resolves when MathJax (if the page asks for it) has typeset the page: 'typeset', 'no math',
 # or 'not started' when the page configures MathJax but the script never ran (5 s).
@@ -63,6 +70,62 @@ INSPECT = """async () => {
     }
     const links = [...document.querySelectorAll('a[href]')].map(a => a.href);
     return {raw, errors, broken, links};
+}"""
+
+
+# At the laptop width: display equations (MathJax's container: its content's width, scrollWidth,
+# against the box it shows in, clientWidth) and code blocks (cells' input and code in the text;
+# not outputs) that overflow. Every toggle and dropdown is opened first, so hidden code counts.
+# Each finding names the section it is in and the start of its TeX or of its longest line.
+TOO_WIDE = r"""() => {
+    document.querySelectorAll('details').forEach(d => d.open = true);
+    document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
+    const where = e => {
+        const section = e.closest('section[id]');
+        return section ? '#' + section.id : 'the page';
+    };
+    const found = [];
+    const items = window.MathJax && MathJax.startup && MathJax.startup.document
+        ? MathJax.startup.document.getMathItemsWithin(document.body) : [];
+    for (const box of document.querySelectorAll('mjx-container[display="true"]')) {
+        if (box.scrollWidth <= box.clientWidth + 1) continue;
+        const item = items.find(i => i.typesetRoot === box);
+        const tex = item ? item.math.replace(/\s+/g, ' ').trim() : box.textContent;
+        found.push(`display equation in ${where(box)} is ${box.scrollWidth} px wide, its box `
+                   + `${box.clientWidth} px: ${tex.slice(0, 70)}`);
+    }
+    for (const pre of document.querySelectorAll('div.highlight pre')) {
+        if (pre.closest('.cell_output, .output')) continue;
+        if (pre.scrollWidth <= pre.clientWidth + 1) continue;
+        const longest = pre.textContent.split('\n').reduce((a, b) => b.length > a.length ? b : a, '');
+        const kind = pre.closest('.cell_input') ? 'code cell' : 'code block';
+        found.push(`${kind} in ${where(pre)} is ${pre.scrollWidth} px wide, its box `
+                   + `${pre.clientWidth} px; longest line (${longest.length} characters): `
+                   + `${longest.trim().slice(0, 60)}`);
+    }
+    return found;
+}"""
+
+# At the phone width: does the page itself scroll sideways? If so, which elements stick out past
+# the right edge (the outermost ones, at most five).
+SIDEWAYS = """() => {
+    const page = document.scrollingElement || document.documentElement;
+    const width = page.clientWidth;
+    window.scrollTo(page.scrollWidth, 0);
+    const scrolled = window.scrollX;
+    window.scrollTo(0, 0);
+    if (page.scrollWidth <= width + 1 && scrolled === 0) return null;
+    const out = [];
+    for (const e of document.body.querySelectorAll('*')) {
+        const r = e.getBoundingClientRect();
+        if (r.right <= width + 1 || r.width === 0) continue;
+        if (out.some(o => o.contains(e))) continue;
+        out.push(e);
+    }
+    const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+        + (e.classList.length ? '.' + [...e.classList].slice(0, 3).join('.') : '');
+    return {scroll: page.scrollWidth, width,
+            culprits: out.slice(0, 5).map(e => `${name(e)} (${Math.round(e.getBoundingClientRect().right)} px)`)};
 }"""
 
 
@@ -101,6 +164,7 @@ def redirect_target(page_path: Path) -> str | None:
 
 
 def check_page(context, page_path: Path, site: Path, screenshot: Path | None) -> list[str]:
+    """Everything but the phone-width check, at the context's (laptop) width."""
     if (target := redirect_target(page_path)) is not None:
         problem = link_problem(target, site)
         return [f"redirects to a broken target: {problem}"] if problem else []
@@ -131,8 +195,29 @@ def check_page(context, page_path: Path, site: Path, screenshot: Path | None) ->
         page.evaluate("window.scrollTo(0, 0)")
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=screenshot)
+    problems += page.evaluate(TOO_WIDE)
     page.close()
     return problems
+
+
+def check_phone(context, page_path: Path, screenshot: Path | None) -> list[str]:
+    """At the phone width: the page must not scroll sideways (wide content scrolls in its box)."""
+    if redirect_target(page_path) is not None:
+        return []
+    page = context.new_page()
+    page.route("**/*", lambda route: route.continue_()
+               if route.request.url.startswith(("file:", "data:", "blob:", "about:")) else route.abort())
+    page.goto(page_path.as_uri(), wait_until="load")
+    page.evaluate(WAIT_FOR_MATHJAX)
+    found = page.evaluate(SIDEWAYS)
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=screenshot)
+    page.close()
+    if found is None:
+        return []
+    return [f"scrolls sideways at {PHONE['width']} px: the page is {found['scroll']} px wide, "
+            f"the screen {found['width']} px; sticking out: {', '.join(found['culprits']) or 'nothing found'}"]
 
 
 MATHJAX = Path(__file__).resolve().parent.parent / "vendor" / "mathjax-3.2.2" / "tex-svg-full.js"
@@ -154,11 +239,36 @@ FAULTY_PAGES = {
                         ["MathJax did not start", "failed to load"]),
     "redirect.html": ("""<html><head><meta http-equiv="refresh" content="0; URL=gone.html"></head></html>""",
                       ["redirects to a broken target: missing file gone.html"]),
+    # In a 300 px column: an equation, a code cell, a code block and a hidden (closed <details>)
+    # code block that are too wide; an equation, code and an output block that are not checked
+    # or fit (sections #fits and #output must not be reported).
+    "too-wide.html": (rf"""<!DOCTYPE html><html><head>
+<script defer src="{MATHJAX.as_uri()}"></script></head><body><main style="width: 300px">
+<section id="wide-equation"><div class="math">\[ {" + ".join(f"x_{{{i}}}" for i in range(40))} \]</div></section>
+<section id="wide-cell"><div class="cell_input"><div class="highlight"><pre>{"x = 1; " * 20}</pre></div></div></section>
+<section id="wide-block"><div class="highlight"><pre>short
+{"y = 2; " * 20}</pre></div></section>
+<section id="hidden"><details><summary>code</summary><div class="highlight"><pre>{"z = 3; " * 20}</pre></div></details></section>
+<section id="fits"><div class="math">\[ x + y \]</div><div class="highlight"><pre>x = 1</pre></div></section>
+<section id="output"><div class="cell_output"><div class="highlight"><pre>{"0.123 " * 40}</pre></div></div></section>
+</main></body></html>""", ["display equation in #wide-equation", "x_{0} + x_{1}", "code cell in #wide-cell",
+                            "code block in #wide-block", "longest line (140 characters): y = 2;",
+                            "code block in #hidden"]),
+}
+# Pages opened at the phone width: one that scrolls sideways (two elements stick out), and one
+# whose wide content scrolls inside its own box, which must not be reported.
+PHONE_PAGES = {
+    "sideways.html": ("""<!DOCTYPE html><html><body><p>text</p>
+<div id="wide" style="width: 600px">wide</div><table id="table"><tr><td style="min-width: 500px">cell</td></tr></table>
+</body></html>""", ["scrolls sideways at 390 px", "div#wide (6", "table#table ("]),
+    "scrolls-inside.html": ("""<!DOCTYPE html><html><body><p>text</p>
+<div style="overflow-x: auto"><div style="width: 900px">wide, in its own box</div></div>
+</body></html>""", []),
 }
 
 
-def self_test(context) -> list[str]:
-    """Planted faults that the check does not report (empty: the check works)."""
+def self_test(context, phone_context) -> list[str]:
+    """Planted faults that the check does not report, and false alarms (empty: the check works)."""
     missed = []
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "sub").mkdir()
@@ -168,6 +278,14 @@ def self_test(context) -> list[str]:
             missed += [f"{name}: {fault}" for fault in expected if fault not in report]
             if "not math" in report:
                 missed.append(f"{name}: reported TeX inside <code>, which is not math")
+            if "#fits" in report or "#output" in report:
+                missed.append(f"{name}: reported content that fits, or an output block")
+        for name, (html, expected) in PHONE_PAGES.items():
+            Path(folder, name).write_text(html)
+            report = "\n".join(check_phone(phone_context, Path(folder, name), None))
+            missed += [f"{name}: {fault}" for fault in expected if fault not in report]
+            if report and not expected:
+                missed.append(f"{name}: false alarm: {report}")
     return missed
 
 
@@ -187,9 +305,11 @@ def main() -> int:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
         context = browser.new_context(viewport=VIEWPORT)
-        missed = self_test(context)
+        phone = browser.new_context(viewport=PHONE)
+        missed = self_test(context, phone)
         context.close()
-        planted = sum(len(expected) for _, expected in FAULTY_PAGES.values())
+        phone.close()
+        planted = sum(len(expected) for pages in (FAULTY_PAGES, PHONE_PAGES) for _, expected in pages.values())
         print(f"self-test: {planted - len(missed)} of {planted} planted faults found"
               + (f"; MISSED: {missed}" if missed else ""))
         failures += bool(missed)
@@ -202,24 +322,26 @@ def main() -> int:
                 continue
             pages = sorted(p for p in site.rglob("*.html") if not {"_static", "_sources"} & set(p.parts))
             context = browser.new_context(viewport=VIEWPORT)
+            phone = browser.new_context(viewport=PHONE)
             bad = 0
             for page_path in pages:
                 name = page_path.relative_to(site)
                 is_chapter = name.parts[0] == "book"
-                shot = (args.screenshots / label / f"{page_path.stem}.png"
-                        if args.screenshots and is_chapter else None)
-                problems = check_page(context, page_path, site, shot)
+                shots = args.screenshots / label if args.screenshots and is_chapter else None
+                problems = check_page(context, page_path, site, shots and shots / f"{page_path.stem}.png")
+                problems += check_phone(phone, page_path, shots and shots / f"{page_path.stem}-390px.png")
                 if problems:
                     bad += 1
                     print(f"FAILED {label}/{name}")
                     for problem in problems:
                         print(f"    {problem}")
             context.close()
+            phone.close()
             print(f"{site}: {len(pages)} pages opened, {bad} with problems")
             failures += bad
         browser.close()
     if args.screenshots:
-        print(f"screenshots of each chapter's first screen: {args.screenshots}/")
+        print(f"screenshots of each chapter's first screen (1280 and 390 px): {args.screenshots}/")
     return 1 if failures else 0
 
 
