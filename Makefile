@@ -81,7 +81,8 @@ student-check: book
 test-portable: $(STAMP)
 	$(BIN)/python tools/portability.py $(NBVAL)
 
-# Every page of both editions in headless Chromium (Debian's chromium package), after MathJax.
+# Every page of both editions in headless Chromium (Debian's chromium package), after MathJax,
+# at 1280 px (equations and code fit their column) and at 390 px (no sideways scrolling).
 browser-test: book student
 	$(BIN)/python tools/browser_check.py _build/html _build/student/html --screenshots _build/screenshots
 

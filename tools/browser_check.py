@@ -12,7 +12,8 @@ must be complete offline), and, once MathJax has typeset it, checked for
   - internal links to a missing file or to an anchor that the target page does not have,
   - at 1280 px (a laptop), a display equation or a block of code wider than its box: the reader
     would have to scroll inside it (every toggle and dropdown is opened first; output blocks,
-    printed tables and pandas tables may scroll inside their own box and are not checked),
+    ```text blocks of printed output in the text, printed and pandas tables may scroll inside
+    their own box and are not checked),
   - at 390 px (a phone), a page that scrolls sideways: wide content must scroll inside its own
     box; the message names the elements that stick out past the screen's right edge.
 A screenshot of each chapter's first screen at both widths goes to DIR/<SITE with / as ->/
@@ -75,14 +76,15 @@ INSPECT = """async () => {
 
 # At the laptop width: display equations (MathJax's container: its content's width, scrollWidth,
 # against the box it shows in, clientWidth) and code blocks (cells' input and code in the text;
-# not outputs) that overflow. Every toggle and dropdown is opened first, so hidden code counts.
+# not outputs, nor ```text blocks, which show printed output) that overflow. Every toggle and
+# dropdown is opened first, so hidden code counts.
 # Each finding names the section it is in and the start of its TeX or of its longest line.
 TOO_WIDE = r"""() => {
     document.querySelectorAll('details').forEach(d => d.open = true);
     document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
-    const where = e => {
-        const section = e.closest('section[id]');
-        return section ? '#' + section.id : 'the page';
+    const where = e => {  // an exercise's or solution's id, else the section's
+        const box = e.closest('.admonition[id], section[id]:not([id$="-content"])');
+        return box ? '#' + box.id : 'the page';
     };
     const found = [];
     const items = window.MathJax && MathJax.startup && MathJax.startup.document
@@ -95,7 +97,7 @@ TOO_WIDE = r"""() => {
                    + `${box.clientWidth} px: ${tex.slice(0, 70)}`);
     }
     for (const pre of document.querySelectorAll('div.highlight pre')) {
-        if (pre.closest('.cell_output, .output')) continue;
+        if (pre.closest('.cell_output, .output, .highlight-text, .highlight-none')) continue;
         if (pre.scrollWidth <= pre.clientWidth + 1) continue;
         const longest = pre.textContent.split('\n').reduce((a, b) => b.length > a.length ? b : a, '');
         const kind = pre.closest('.cell_input') ? 'code cell' : 'code block';
@@ -250,7 +252,8 @@ FAULTY_PAGES = {
 {"y = 2; " * 20}</pre></div></section>
 <section id="hidden"><details><summary>code</summary><div class="highlight"><pre>{"z = 3; " * 20}</pre></div></details></section>
 <section id="fits"><div class="math">\[ x + y \]</div><div class="highlight"><pre>x = 1</pre></div></section>
-<section id="output"><div class="cell_output"><div class="highlight"><pre>{"0.123 " * 40}</pre></div></div></section>
+<section id="output"><div class="cell_output"><div class="highlight"><pre>{"0.123 " * 40}</pre></div></div>
+<div class="highlight-text"><div class="highlight"><pre>printed: {"0.123 " * 40}</pre></div></div></section>
 </main></body></html>""", ["display equation in #wide-equation", "x_{0} + x_{1}", "code cell in #wide-cell",
                             "code block in #wide-block", "longest line (140 characters): y = 2;",
                             "code block in #hidden"]),
