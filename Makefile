@@ -12,7 +12,7 @@ CONSTRAINTS := requirements/constraints.txt
 NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 
 .PHONY: help env book student test unit nbval book-check student-check test-portable browser-test \
-	execute mutation-probe lab benchmark clean
+	execute mutation-probe lab benchmark clean pdf pdf-student pdf-check
 
 help:
 	@echo "make book     build the HTML book into _build/html (creates .venv if needed)"
@@ -20,6 +20,9 @@ help:
 	@echo "make test-portable  nbval under several OpenBLAS kernels and with theta moved by 1e-6"
 	@echo "make browser-test   open every page of both editions in headless Chromium"
 	@echo "make student  build the student edition (no solutions) into _build/student/html"
+	@echo "make pdf      build the book as one PDF, _build/pdf/lmmnotes.pdf (needs TeX Live, see README)"
+	@echo "make pdf-student  the student edition's PDF, _build/pdf/lmmnotes-student.pdf"
+	@echo "make pdf-check    build both PDFs strictly and check them (tools/check_pdf.py)"
 	@echo "make execute  re-execute every notebook in place, in order"
 	@echo "make mutation-probe  plant one-line bugs in a copy of the package; the tests must catch each"
 	@echo "make lab      open the notebooks in JupyterLab"
@@ -48,6 +51,38 @@ student: $(STAMP)
 	rm -rf _build/student && mkdir -p _build/student
 	cp -r _build/student-src/_build/html _build/student/html
 	@echo "The student edition is at file://$(CURDIR)/_build/student/html/index.html"
+
+# The PDF editions: Sphinx's LaTeX builder, then XeLaTeX through the Makefile Sphinx writes next
+# to the .tex (Debian's TeX Live: see the README). Each edition builds in a directory of its own,
+# apart from the HTML build, so the two never share Sphinx's cached environment.
+PDF_DIR := _build/pdf
+LATEXMKOPTS := -interaction=nonstopmode -halt-on-error -file-line-error
+pdf: $(STAMP)
+	$(BIN)/jupyter-book build . --builder latex --path-output _build/pdf-full $(JB_FLAGS)
+	$(MAKE) -C _build/pdf-full/_build/latex all-pdf LATEXMKOPTS="$(LATEXMKOPTS)"
+	mkdir -p $(PDF_DIR) && cp _build/pdf-full/_build/latex/lmmnotes.pdf $(PDF_DIR)/lmmnotes.pdf
+	@echo "The PDF is at $(CURDIR)/$(PDF_DIR)/lmmnotes.pdf"
+
+# From the same stripped sources as make student (tools/student_edition.py).
+pdf-student: $(STAMP)
+	$(BIN)/python tools/student_edition.py sources _build/student-src  # empties it first
+	$(BIN)/jupyter-book build _build/student-src --builder latex $(JB_FLAGS)
+	$(MAKE) -C _build/student-src/_build/latex all-pdf LATEXMKOPTS="$(LATEXMKOPTS)"
+	mkdir -p $(PDF_DIR) && cp _build/student-src/_build/latex/lmmnotes.pdf $(PDF_DIR)/lmmnotes-student.pdf
+	@echo "The student PDF is at $(CURDIR)/$(PDF_DIR)/lmmnotes-student.pdf"
+
+# Both PDFs built strictly, then checked against the sources (tools/check_pdf.py), and the student
+# PDF searched for the text of each solution (the full HTML edition supplies the fingerprints).
+pdf-check: book
+	$(MAKE) --no-print-directory pdf JB_FLAGS="--warningiserror --keep-going --all"
+	$(MAKE) --no-print-directory pdf-student JB_FLAGS="--warningiserror --keep-going --all"
+	@failed=0; \
+	$(BIN)/python tools/check_pdf.py $(PDF_DIR)/lmmnotes.pdf --latex-dir _build/pdf-full/_build/latex || failed=1; \
+	$(BIN)/python tools/check_pdf.py $(PDF_DIR)/lmmnotes-student.pdf --student \
+		--latex-dir _build/student-src/_build/latex || failed=1; \
+	$(BIN)/python tools/student_edition.py check-pdf _build/html $(PDF_DIR)/lmmnotes.pdf \
+		$(PDF_DIR)/lmmnotes-student.pdf || failed=1; \
+	exit $$failed
 
 # make test runs every part, even after one has failed, and reports each.
 TEST_PARTS := unit nbval book-check student-check

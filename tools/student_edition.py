@@ -18,6 +18,13 @@ Usage (from the repository root; ``make student`` and ``make student-check`` run
           - the same search does not find every solution in the full edition, both in its page
             and in its notebook under _sources (a search that cannot see them there could not
             see them in the student edition either).
+
+    python tools/student_edition.py check-pdf _build/html _build/pdf/lmmnotes.pdf _build/pdf/lmmnotes-student.pdf
+        The same leak check on the PDF editions' text (poppler's pdftotext): fail if the student
+        PDF contains any solution's text, or if the full PDF does not show every solution (the
+        search must see each one where it is). Text is compared by its letters and digits only,
+        so line breaks, hyphenation and ligatures do not hide a leak; fingerprints that hold
+        math or MyST roles, which a PDF renders differently, are left out.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,11 +270,50 @@ def check(full_html: Path, student: Path) -> int:
     return 1 if problems else 0
 
 
+# ---- the leak check on the PDF editions -------------------------------------------------------
+
+def _letters(text: str) -> str:
+    """Lower-case letters and digits only, after Unicode compatibility folding (ligatures)."""
+    return re.sub(r"[^0-9a-z]", "", unicodedata.normalize("NFKC", text).lower())
+
+
+def pdf_marks(prints: Fingerprints) -> set[str]:
+    """The fingerprints of a solution that read the same in a PDF, as letters and digits."""
+    plain = [mark for mark in prints.source_lines + prints.sentences
+             if "$" not in mark and "\\" not in mark and not re.search(r"\{[a-z:-]+\}`", mark)]
+    return {_letters(mark) for mark in plain if len(_letters(mark)) >= MIN_FINGERPRINT * 2 // 3}
+
+
+def pdf_text(pdf: Path) -> str:
+    result = subprocess.run(["pdftotext", "-enc", "UTF-8", str(pdf), "-"], check=True,
+                            capture_output=True, text=True)
+    return _letters(result.stdout)
+
+
+def check_pdf(full_html: Path, full_pdf: Path, student_pdf: Path) -> int:
+    problems = []
+    full, student = pdf_text(full_pdf), pdf_text(student_pdf)
+    prints = fingerprints(full_html)
+    for p in prints:
+        marks = pdf_marks(p)
+        if not any(mark in full for mark in marks):
+            problems.append(f"the check cannot see the solution in {p.where} in {full_pdf.name}")
+        if leaked := [mark for mark in marks if mark in student]:
+            problems.append(f"the solution in {p.where} appears in {student_pdf.name}: {leaked[0][:60]}...")
+    for problem in problems:
+        print("FAILED:", problem)
+    print(f"student PDF: {len(prints)} solutions ({sum(len(pdf_marks(p)) for p in prints)} fingerprints in "
+          f"PDF form) searched in {student_pdf.name}; {'FAILED' if problems else 'passed'}")
+    return 1 if problems else 0
+
+
 if __name__ == "__main__":
     command, *paths = sys.argv[1:] or [""]
     if command == "sources" and len(paths) == 1:
         write_sources(Path(paths[0]))
     elif command == "check" and len(paths) == 2:
         sys.exit(check(Path(paths[0]), Path(paths[1])))
+    elif command == "check-pdf" and len(paths) == 3:
+        sys.exit(check_pdf(*map(Path, paths)))
     else:
         sys.exit(__doc__)
