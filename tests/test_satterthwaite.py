@@ -159,3 +159,19 @@ def test_bad_input_is_a_data_error_and_l_is_left_alone():
     before = L.copy()
     satterthwaite(fit, L)
     np.testing.assert_array_equal(L, before)
+
+
+def test_a_fit_away_from_the_optimum_warns():
+    """At theta = 0.3, far from the REML estimate 2.77, the deviance is not convex in (theta,
+    sigma): the Hessian has a negative eigenvalue, which lmerTest reports as a convergence
+    failure, and so does satterthwaite."""
+    from lmmnotes.checks import ConvergenceWarning
+    from lmmnotes.results import LmerFit
+
+    fit = fit_of("irrigation")
+    away = LmerFit.from_theta(fit.design, fit.cross_products, True, np.array([0.3]))
+    with pytest.warns(ConvergenceWarning, match="negative eigenvalues"):
+        satterthwaite(away)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        satterthwaite(fit)  # at the optimum: no warning
