@@ -19,8 +19,9 @@ its images with ``pdfimages``) and fails unless
 - every glossary term (book/glossary.md) is in the glossary chapter, and every bibliography entry
   (references.bib: all of them if book/references.md lists ``:all:``, else the cited ones) is in
   the bibliography, found by its title;
-- no line of code runs off the page: the LaTeX log has no overfull line inside a code block
-  (sphinxVerbatim), and no word of the PDF lies beyond the paper's right edge.
+- no line of code runs off the page: no line set in the code blocks' monospaced font ends
+  beyond the text column (pdftotext's word boxes), nor does the LaTeX log report an overfull line
+  inside a code block; and nothing at all lies beyond the paper's right edge.
 Lines wider than the text column that are not code (a wide equation) are listed, not failed.
 
 Everything expected is derived from the sources, so a new chapter, exercise, figure, term or
@@ -31,6 +32,7 @@ only (``skeleton``), so line breaks, hyphenation, ligatures and quotes do not ma
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import re
 import subprocess
@@ -215,20 +217,47 @@ def image_pages(pdf: Path) -> list[int]:
     return pages
 
 
-def words_beyond(pdf: Path) -> list[tuple[int, float, float, float, str]]:
-    """Words whose right end lies beyond the text column: (page, x_max, column right edge,
-    paper width, word). The column's right edge is the rightmost end that most pages share."""
-    html = _run("pdftotext", "-bbox", str(pdf), "-")
-    pages = []
-    for chunk in html.split("<page ")[1:]:
-        width = float(re.search(r'width="([\d.]+)"', chunk).group(1))
-        words = [(float(x), w) for x, w in re.findall(r'<word xMin="[\d.]+" yMin="[\d.]+" xMax="([\d.]+)" '
-                                                      r'yMax="[\d.]+">([^<]*)</word>', chunk)]
-        pages.append((width, words))
-    rights = [round(max(x for x, _ in words)) for _, words in pages if words]
-    edge = max(set(rights), key=rights.count) if rights else 0
-    return [(i, x, edge, width, w) for i, (width, words) in enumerate(pages, start=1)
-            for x, w in words if x > edge + MARGIN_TOLERANCE]
+@dataclass(frozen=True, kw_only=True)
+class WideLine:
+    """A line of a page that ends beyond the text column."""
+
+    page: int
+    right: float  # where its last word ends, pt from the left edge of the paper
+    column: float  # the text column's right edge
+    paper: float  # the paper's width
+    text: str
+    code: bool  # set in the monospaced font of code blocks
+
+
+def wide_lines(pdf: Path) -> list[WideLine]:
+    """Lines that end beyond the text column, from pdftotext's word boxes.
+
+    The column's right edge is the rightmost end most pages share. A line is code when every
+    word on it is as wide as its characters in the code blocks' monospaced font (the width per
+    character that most long words of the book have: the code blocks' font)."""
+    words_of_pages = []
+    for chunk in _run("pdftotext", "-bbox", str(pdf), "-").split("<page ")[1:]:
+        paper = float(re.search(r'width="([\d.]+)"', chunk).group(1))
+        words = [(float(x0), float(y0), float(x1), html.unescape(w)) for x0, y0, x1, w in re.findall(
+            r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="[\d.]+">([^<]*)</word>', chunk)]
+        words_of_pages.append((paper, words))
+    rights = [round(max(w[2] for w in words)) for _, words in words_of_pages if words]
+    column = max(set(rights), key=rights.count) if rights else 0
+    ratios = [round((x1 - x0) / len(w), 2) for _, words in words_of_pages for x0, _, x1, w in words if len(w) >= 6]
+    mono = max(set(ratios), key=ratios.count) if ratios else 0
+
+    def monospaced(word) -> bool:
+        x0, _, x1, w = word
+        return abs((x1 - x0) / max(len(w), 1) - mono) <= 0.03 * mono
+
+    found = {}
+    for number, (paper, words) in enumerate(words_of_pages, start=1):
+        for y in sorted({round(w[1]) for w in words if w[2] > column + MARGIN_TOLERANCE}):
+            line = sorted((w for w in words if abs(w[1] - y) < 1.5), key=lambda w: w[0])
+            wide = WideLine(page=number, right=max(w[2] for w in line), column=column, paper=paper,
+                            text=" ".join(w[3] for w in line), code=all(map(monospaced, line)))
+            found.setdefault((number, wide.text), wide)
+    return list(found.values())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,15 +341,14 @@ def check(pdf: Path, *, student: bool, latex_dir: Path | None, root: Path = ROOT
         if missing:
             problems.append(f"bibliography entries missing from the PDF: {missing}")
 
-    widest: dict[int, tuple[float, float, float, str]] = {}
-    for page_number, x, edge, width, word in words_beyond(pdf):
-        if page_number not in widest or x > widest[page_number][0]:
-            widest[page_number] = (x, edge, width, word)
-    for page_number, (x, edge, width, word) in sorted(widest.items()):
-        if x > width:
-            problems.append(f"page {page_number}: {word!r} runs off the paper (ends at {x:.0f}pt of {width:.0f}pt)")
+    for line in wide_lines(pdf):
+        where = f"page {line.page}: {line.text[:50]!r}"
+        if line.code:
+            problems.append(f"{where}: a code line runs {line.right - line.column:.0f}pt past the text column")
+        elif line.right > line.paper:
+            problems.append(f"{where}: runs off the paper (ends at {line.right:.0f}pt of {line.paper:.0f}pt)")
         else:
-            print(f"note: page {page_number}: a line ends {x - edge:.0f}pt beyond the text column ({word!r})")
+            print(f"note: {where}: ends {line.right - line.column:.0f}pt beyond the text column (not code)")
 
     if latex_dir is not None:
         log_path = next(latex_dir.glob("*.log"), None)
