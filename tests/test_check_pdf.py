@@ -122,13 +122,19 @@ def test_exercise_titles_are_told_from_references_in_the_text():
     assert check_pdf.EXERCISE_NUMBER.findall("see Exercise 4.8.2.") == ["4.8.2"]
 
 
-def test_pdf_fingerprints_leave_out_math_and_roles():
+def test_pdf_fingerprints_are_cut_at_math_and_roles_and_must_be_specific():
     prints = student_edition.Fingerprints(
         where="x", page="x", source_lines=("The estimate is $\\hat\\sigma^2$ and no more than that.",
                                            "Use {term}`shrinkage` to pull the group effects to zero.",
                                            "Each group mean moves toward the grand mean by a factor."),
-        sentences=("Each group mean moves toward the grand mean by a factor.",))
-    assert student_edition.pdf_marks(prints) == {"eachgroupmeanmovestowardthegrandmeanbyafactor"}
+        sentences=("Each group mean moves toward the grand mean by a factor.",
+                   "With \\(n_i = n\\) the weights are all equal to one another."))
+    assert student_edition.pdf_marks(prints) == {"topullthegroupeffectstozero",
+                                                 "eachgroupmeanmovestowardthegrandmeanbyafactor",
+                                                 "theweightsareallequaltooneanother"}
+    # a piece that the book holds outside its solutions is no evidence of a leak
+    assert student_edition.pdf_marks(prints, elsewhere="xxtopullthegroupeffectstozeroxx") == {
+        "eachgroupmeanmovestowardthegrandmeanbyafactor", "theweightsareallequaltooneanother"}
 
 
 def test_exercises_are_renumbered_by_chapter_in_their_order():
