@@ -2,10 +2,11 @@
 
 - The MathJax macros of ``_config.yml`` (``mathjax3_config.tex.macros``: ``\\E``, ``\\Var``,
   ``\\Cov``, ...) become LaTeX definitions in the preamble, so one definition serves both builds.
-- Exercises are numbered as in the HTML, chapter and position in the chapter ("Exercise 4.2").
-  sphinx-jupyterbook-latex sets ``numfig_secnum_depth = 2`` when the book has parts, which makes
-  sphinx-exercise number them by chapter and section ("Exercise 4.8.2"); this renumbers only the
-  exercises, after Sphinx has assigned the numbers, so titles and references agree. A reference
+- Exercises and theorems are numbered as in the HTML, chapter and position in the chapter
+  ("Exercise 4.2", "Theorem 1.1"). sphinx-jupyterbook-latex sets ``numfig_secnum_depth = 2`` when
+  the book has parts, which makes sphinx-exercise and sphinx-proof number them by chapter and
+  section ("Exercise 4.8.2"); this renumbers them (not figures, tables and code blocks, which
+  LaTeX numbers itself) after Sphinx has assigned the numbers, so titles and references agree. A reference
   to an exercise of another chapter, which sphinx-exercise leaves to Sphinx's ``\\ref`` (an
   undefined label, "??" in the PDF), gets the same number and a link to the exercise.
 - Parts of the table of contents that the HTML leaves unnumbered (the back matter: notation,
@@ -83,12 +84,18 @@ def chapter_numbers(numbers: dict) -> dict:
     return result
 
 
-def _renumber_exercises(app, env) -> list:
+# Numbered by LaTeX's own counters in the PDF (Sphinx's numbers do not reach it).
+LATEX_COUNTED = {"figure", "table", "code-block"}
+
+
+def _renumber_by_chapter(app, env) -> list:
     if app.builder.format != "latex" or not app.config.numfig:
         return []
-    numbers = {doc: figs["exercise"] for doc, figs in env.toc_fignumbers.items() if figs.get("exercise")}
-    for docname, ids in chapter_numbers(numbers).items():
-        env.toc_fignumbers[docname]["exercise"] = ids
+    kinds = {kind for figs in env.toc_fignumbers.values() for kind in figs} - LATEX_COUNTED
+    for kind in sorted(kinds):
+        numbers = {doc: figs[kind] for doc, figs in env.toc_fignumbers.items() if figs.get(kind)}
+        for docname, ids in chapter_numbers(numbers).items():
+            env.toc_fignumbers[docname][kind] = ids
     return []
 
 
@@ -150,5 +157,5 @@ def setup(app):
     app.connect("config-inited", _add_preamble, priority=900)
     app.connect("builder-inited", _copy_stand_ins)
     # after Sphinx's toctree collector (priority 500) has assigned the figure numbers
-    app.connect("env-get-updated", _renumber_exercises, priority=900)
+    app.connect("env-get-updated", _renumber_by_chapter, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -10,7 +10,7 @@ its images with ``pdfimages``) and fails unless
 
 - every page of ``_toc.yml`` is a chapter of the PDF, with its title, in the contents' order;
 - each chapter shows its exercises as the HTML numbers them, "Exercise 4.2" (chapter and
-  position), exactly the ones its source holds, and no exercise is numbered "4.8.2";
+  position), exactly the ones its source holds, and no exercise or theorem is numbered "4.8.2";
 - the full edition shows "Solution to Exercise 4.2" for every solution in the sources, the
   student edition none;
 - no "??" (LaTeX's unresolved reference) appears anywhere, and the LaTeX log reports no undefined
@@ -287,7 +287,10 @@ def overfull_lines(log: str, tex: str) -> list[Overfull]:
 
 # An exercise's or solution's title: a line of its own, or followed by the exercise's own title.
 EXERCISE_TITLE = re.compile(r"^(Solution to )?Exercise (\d+(?:\.\d+)+)(?:[ \t]*$| \()", re.M)
-EXERCISE_NUMBER = re.compile(r"Exercise (\d+(?:\.\d+)+)")
+# Exercises, and sphinx-proof's numbered environments, are numbered "chapter.k" as in the HTML.
+EXERCISE_NUMBER = re.compile(r"(?:Exercise|Theorem|Lemma|Definition|Proposition|Corollary|Algorithm|Example|"
+                             r"Remark|Conjecture|Axiom|Criterion|Observation|Property|Assumption|Hypothesis) "
+                             r"(\d+(?:\.\d+)+)")
 
 
 def check(pdf: Path, *, student: bool, latex_dir: Path | None, root: Path = ROOT) -> list[str]:
@@ -333,7 +336,7 @@ def check(pdf: Path, *, student: bool, latex_dir: Path | None, root: Path = ROOT
                 problems.append(f"glossary: terms missing from the PDF: {missing}")
     deep = [num for num in EXERCISE_NUMBER.findall(whole) if num.count(".") > 1]
     if deep:
-        problems.append(f"exercises numbered by section, not as in the HTML: {sorted(set(deep))}")
+        problems.append(f"exercises or theorems numbered by section, not as in the HTML: {sorted(set(deep))}")
 
     if starts:
         tail = skeleton("\n".join(texts[starts[-1] - 1:]))
