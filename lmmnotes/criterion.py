@@ -96,6 +96,11 @@ from .design import Design
 # Keep N = Z_2'Z_1 dense while it has at most this many entries (q_2 x q_1): below it, dense
 # products beat sparse ones, whose every call costs tens of microseconds (benchmarks/run.py).
 DENSE_LIMIT = 40_000
+# A model with several random-effects terms and at most this many random effects in all is
+# evaluated in one piece, the formulas above with dense q x q matrices (``CrossProducts.whole``):
+# at such sizes a handful of dense products costs less than the many small steps of the blocked
+# factor (a third of the time at q = 30, the same at about q = 70; benchmarks/peers.py).
+WHOLE_LIMIT = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +213,7 @@ class CrossProducts:
     p: int
     gamma: np.ndarray  # the response is stored as y - X gamma (docstring of with_response)
     schur: SchurMap | None = None  # the sparse path's map (None: the dense path)
+    whole: bool = False  # criterion_and_gradient works on the whole q x q matrices (WHOLE_LIMIT)
 
     @property
     def q2(self) -> int:
@@ -226,14 +232,30 @@ class CrossProducts:
         return np.column_stack([self.Z2X, self.Z2y])
 
     @cached_property
+    def ZtZ(self) -> np.ndarray:
+        """Z'Z as one dense (q, q) array, the first term's columns first (dense path only)."""
+        l1, p1 = self.Z1Z1.shape[:2]
+        Z1Z1 = np.zeros((l1 * p1, l1 * p1))
+        level = np.arange(l1 * p1).reshape(l1, p1)
+        Z1Z1[level[:, :, None], level[:, None, :]] = self.Z1Z1
+        return np.block([[Z1Z1, self.Z2Z1.T], [self.Z2Z1, self.Z2Z2]])
+
+    @cached_property
+    def ZtXy(self) -> np.ndarray:
+        """[Z'X Z'y] as one (q, P + 1) array."""
+        return np.vstack([self.Z1Xy.reshape(-1, self.p + 1), self.Z2Xy])
+
+    @cached_property
     def XyXy(self) -> np.ndarray:
         """[X y]'[X y], (P + 1, P + 1)."""
         return np.block([[self.XtX, self.Xty[:, None]], [self.Xty[None, :], np.array([[self.yty]])]])
 
     @classmethod
-    def from_design(cls, design: Design, *, sparse: bool | None = None) -> "CrossProducts":
+    def from_design(cls, design: Design, *, sparse: bool | None = None, whole: bool | None = None) -> "CrossProducts":
         """The cross-products of the design and its response; ``sparse`` chooses the path
-        (default: sparse when N = Z_2'Z_1 has more than ``DENSE_LIMIT`` entries)."""
+        (default: sparse when N = Z_2'Z_1 has more than ``DENSE_LIMIT`` entries), and ``whole``
+        whether ``criterion_and_gradient`` works on the whole q x q matrices (default: on the
+        dense path, for several terms with at most ``WHOLE_LIMIT`` random effects in all)."""
         X = design.X
         t = design.terms[0]
         l1, p1 = t.n_levels, t.p
@@ -244,6 +266,10 @@ class CrossProducts:
         q2 = design.q - l1 * p1
         if sparse is None:
             sparse = q2 * l1 * p1 > DENSE_LIMIT
+        if whole is None:
+            whole = bool(q2) and design.q <= WHOLE_LIMIT and not sparse
+        if whole and sparse:
+            raise ValueError("the whole-matrix evaluation needs the dense path (sparse=False)")
         schur = None
         if q2:
             Z2 = sp.hstack([term.Z for term in design.terms[1:]], format="csr")
@@ -257,7 +283,7 @@ class CrossProducts:
             N, Z2Z2, Z2X = np.zeros((0, l1 * p1)), np.zeros((0, 0)), np.zeros((0, X.shape[1]))
         empty = np.zeros(0)
         base = cls(Z1Z1=Z1Z1, Z1X=Z1X, Z1y=empty, Z2Z1=N, Z2Z2=Z2Z2, Z2X=Z2X, Z2y=empty, XtX=X.T @ X, Xty=empty,
-                   yty=0.0, n=design.nobs, p=X.shape[1], gamma=empty, schur=schur)
+                   yty=0.0, n=design.nobs, p=X.shape[1], gamma=empty, schur=schur, whole=whole)
         return base.with_response(design, design.y)
 
     def with_response(self, design: Design, y: np.ndarray) -> "CrossProducts":
@@ -314,32 +340,52 @@ def _Zt_times(design: Design, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True, kw_only=True)
 class PlsSolution:
-    """The solution of the penalized least squares problem at one theta."""
+    """The solution of the penalized least squares problem at one theta: the
+    blocked Cholesky factor of ``factorize`` and the estimates it gives."""
 
     theta: np.ndarray
-    logdet_L2: float  # log |L_theta|^2
-    logdet_RX2: float  # log |R_X|^2
-    r2: float
+    factor: "CholeskyFactor"
     beta: np.ndarray
     u: np.ndarray  # spherical random effects, level by level within each term
-    R_X: np.ndarray
-    L11: np.ndarray  # (l_1, p_1, p_1) lower-triangular blocks
-    L21: np.ndarray | sp.csr_matrix  # (q_2, q_1), with the pattern of Z_2'Z_1 (sparse on the sparse path)
-    L22: np.ndarray  # (q_2, q_2) lower triangular
-    L11_inv: np.ndarray  # the inverses of the L11 blocks
-    T1: np.ndarray  # the first term's template
-    Lam2: np.ndarray | sp.csr_matrix  # Lambda for the other terms
+    # the block L_21 of L_theta (q_2, q_1), with the pattern of N = Z_2'Z_1
+    # (sparse on the sparse path): the computations never need it, ``L``
+    # shows it
+    L21: np.ndarray | sp.csr_matrix
+
+    # the factor's numbers in the book's notation
+    @property
+    def r2(self) -> float:
+        """r^2(theta), the penalized residual sum of squares."""
+        return self.factor.r2
+
+    @property
+    def logdet_L2(self) -> float:
+        """log |L_theta|^2."""
+        return self.factor.logdet_L2
+
+    @property
+    def logdet_RX2(self) -> float:
+        """log |R_X|^2."""
+        return self.factor.logdet_RX2
+
+    @property
+    def R_X(self) -> np.ndarray:
+        """R_X, with R_X'R_X = X'X - R_ZX'R_ZX."""
+        return self.factor.R_X
 
     @property
     def L(self) -> np.ndarray:
-        """L_theta as one dense q x q lower-triangular matrix (for display; the code uses the blocks)."""
-        l1, p1 = self.L11.shape[:2]
-        q1, q2 = l1 * p1, self.L22.shape[0]
+        """L_theta as one dense q x q lower-triangular matrix (for display;
+        the code uses the blocks)."""
+        f = self.factor
+        l1, p1 = f.L11.shape[:2]
+        q1, q2 = l1 * p1, f.L22.shape[0]
         L = np.zeros((q1 + q2, q1 + q2))
         for k in range(l1):
-            L[k * p1:(k + 1) * p1, k * p1:(k + 1) * p1] = self.L11[k]
-        L[q1:, :q1] = self.L21.toarray() if sp.issparse(self.L21) else self.L21
-        L[q1:, q1:] = self.L22
+            L[k * p1:(k + 1) * p1, k * p1:(k + 1) * p1] = f.L11[k]
+        L[q1:, :q1] = (self.L21.toarray() if sp.issparse(self.L21)
+                       else self.L21)
+        L[q1:, q1:] = f.L22
         return L
 
 
@@ -503,44 +549,68 @@ def _upper_solve(f: CholeskyFactor, cp: CrossProducts, B1: np.ndarray, B2: np.nd
     return np.swapaxes(f.L11_inv, 1, 2) @ (B1 - L21tx2), x2
 
 
-def factorize(theta: np.ndarray, design: Design, cp: CrossProducts) -> CholeskyFactor:
-    """L_theta (two blocks, module docstring), R_ZX and R_X, and r^2(theta) = y'y - |c_u|^2 - |c_beta|^2.
+def factorize(theta: np.ndarray, design: Design,
+              cp: CrossProducts) -> CholeskyFactor:
+    """L_theta (two blocks, module docstring), R_ZX and R_X, and
+    r^2(theta) = y'y - |c_u|^2 - |c_beta|^2.
 
-    With y as one more column of X, one blocked solve gives [R_ZX c_u] = L_theta^{-1} Lambda'Z'[X y],
-    and the Cholesky factor of [X y]'[X y] - [R_ZX c_u]'[R_ZX c_u] is [R_X c_beta; 0 r] with
+    With y as one more column of X, one blocked solve gives
+    [R_ZX c_u] = L_theta^{-1} Lambda'Z'[X y], and the Cholesky factor of
+    [X y]'[X y] - [R_ZX c_u]'[R_ZX c_u] is [R_X c_beta; 0 r] with
     r^2 = r^2(theta): its last pivot is y'y - |c_u|^2 - |c_beta|^2.
     """
     t = design.terms[0]
     T1 = t.template(theta[design.theta_slices[0]])
-    L11 = _cholesky_blocks(T1.T @ cp.Z1Z1 @ T1 + np.eye(t.p))  # A_11, level by level
+    # A_11, level by level
+    L11 = _cholesky_blocks(T1.T @ cp.Z1Z1 @ T1 + np.eye(t.p))
     L11_inv = _invert_lower_blocks(L11)
     TLt = T1 @ np.swapaxes(L11_inv, 1, 2)
     Lam2, S22, L22 = np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0))
     if cp.q2:
         Lam2 = _lambda_rest(theta, design, sparse=cp.schur is not None)
-        S22, S = _schur_complement(cp, TLt @ np.swapaxes(TLt, 1, 2), Lam2)  # W_k = T_1 A_11,k^{-1} T_1'
+        W = TLt @ np.swapaxes(TLt, 1, 2)  # W_k = T_1 A_11,k^{-1} T_1'
+        S22, S = _schur_complement(cp, W, Lam2)
         L22, info = dpotrf(S, lower=1, clean=1, overwrite_a=1)
         if info != 0:
-            raise np.linalg.LinAlgError("Lambda' Z'Z Lambda + I is not positive definite")
-    lower = CholeskyFactor(T1=T1, Lam2=Lam2, L11=L11, L11_inv=L11_inv, TLt=TLt, S22=S22, L22=L22)  # L_theta alone
+            raise np.linalg.LinAlgError(
+                "Lambda' Z'Z Lambda + I is not positive definite")
+    # L_theta alone
+    lower = CholeskyFactor(T1=T1, Lam2=Lam2, L11=L11, L11_inv=L11_inv,
+                           TLt=TLt, S22=S22, L22=L22)
     R1, R2 = _lower_solve(lower, cp, T1.T @ cp.Z1Xy, Lam2.T @ cp.Z2Xy)
-    RZXy = np.vstack([R1.reshape(t.n_levels * t.p, cp.p + 1), R2])  # [R_ZX c_u]
-    RXy, info = dpotrf(cp.XyXy - RZXy.T @ RZXy, lower=0, clean=1)  # [R_X c_beta; 0 r]
+    RZXy = np.vstack([R1.reshape(t.n_levels * t.p, cp.p + 1), R2])
+    RZX, cu, R_X, c_beta, r2 = _fixed_effects_factor(cp, RZXy)
+    logdet_L2 = 2.0 * (np.log(np.diagonal(L11, axis1=1, axis2=2)).sum()
+                       + np.log(np.diag(L22)).sum())
+    logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
+    return replace(lower, RZX=RZX, R_X=R_X, cu=cu, c_beta=c_beta,
+                   logdet_L2=float(logdet_L2),
+                   logdet_RX2=float(logdet_RX2), r2=float(r2))
+
+
+def _fixed_effects_factor(cp: CrossProducts, RZXy: np.ndarray):
+    """R_ZX, c_u, R_X, c_beta and r^2 from
+    [R_ZX c_u] = L_theta^{-1} Lambda'Z'[X y]: the Cholesky factor of
+    [X y]'[X y] - [R_ZX c_u]'[R_ZX c_u] is [R_X c_beta; 0 r], with
+    r^2 = r^2(theta)."""
+    RXy, info = dpotrf(cp.XyXy - RZXy.T @ RZXy, lower=0, clean=1)
     RZX, cu = RZXy[:, :-1], RZXy[:, -1]
     if info == cp.p + 1:
-        # Only the last pivot failed: r^2(theta) <= 0 in floating point (a response fitted
-        # exactly). LAPACK does not document what a failed factorization leaves behind, so R_X
-        # and c_beta are computed on their own.
-        R_X, info = dpotrf(cp.XtX - RZX.T @ RZX, lower=0, clean=1) if cp.p else (np.zeros((0, 0)), 0)
-        c_beta, r2 = _trsolve(R_X, cp.Xty - RZX.T @ cu, lower=0, trans=1), np.finfo(float).tiny
+        # Only the last pivot failed: r^2(theta) <= 0 in floating point (a
+        # response fitted exactly). LAPACK does not document what a failed
+        # factorization leaves behind, so R_X and c_beta are computed on
+        # their own.
+        R_X, info = (dpotrf(cp.XtX - RZX.T @ RZX, lower=0, clean=1)
+                     if cp.p else (np.zeros((0, 0)), 0))
+        c_beta = _trsolve(R_X, cp.Xty - RZX.T @ cu, lower=0, trans=1)
+        r2 = np.finfo(float).tiny
     else:
-        R_X, c_beta, r2 = RXy[:-1, :-1], RXy[:-1, -1], max(RXy[-1, -1] ** 2, np.finfo(float).tiny)
+        R_X, c_beta = RXy[:-1, :-1], RXy[:-1, -1]
+        r2 = max(RXy[-1, -1] ** 2, np.finfo(float).tiny)
     if info:
-        raise np.linalg.LinAlgError("X'X - R_ZX'R_ZX is not positive definite: X is rank deficient")
-    logdet_L2 = 2.0 * (np.log(np.diagonal(L11, axis1=1, axis2=2)).sum() + np.log(np.diag(L22)).sum())
-    logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
-    return replace(lower, RZX=RZX, R_X=R_X, cu=cu, c_beta=c_beta, logdet_L2=float(logdet_L2),
-                   logdet_RX2=float(logdet_RX2), r2=float(r2))
+        raise np.linalg.LinAlgError(
+            "X'X - R_ZX'R_ZX is not positive definite: X is rank deficient")
+    return RZX, cu, R_X, c_beta, r2
 
 
 def _split(v: np.ndarray, design: Design) -> tuple[np.ndarray, np.ndarray]:
@@ -559,30 +629,41 @@ def _estimates(f: CholeskyFactor, design: Design, cp: CrossProducts) -> tuple[np
 
 
 def pls(theta: np.ndarray, design: Design, cp: CrossProducts) -> PlsSolution:
-    """Solve the penalized least squares problem for ``theta``: beta-hat and u-tilde (module docstring)."""
+    """Solve the penalized least squares problem for ``theta``: beta-hat and
+    u-tilde (module docstring)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     f = factorize(theta, design, cp)
     beta, u1, u2 = _estimates(f, design, cp)
-    N = cp.Z2Z1  # L_21 = Lambda_2' N (I x TLt): sparse with the pattern of N on the sparse path
+    # L_21 = Lambda_2' N (I x TLt): with the pattern of N (sparse on the
+    # sparse path)
+    N = cp.Z2Z1
     if sp.issparse(N):
         k, a, b = np.indices(f.TLt.shape).reshape(3, -1)
         p1 = f.TLt.shape[1]
-        blocks = sp.csr_matrix((f.TLt.ravel(), (k * p1 + a, k * p1 + b)), shape=(N.shape[1],) * 2)
+        blocks = sp.csr_matrix((f.TLt.ravel(), (k * p1 + a, k * p1 + b)),
+                               shape=(N.shape[1],) * 2)
         L21 = sp.csr_matrix(f.Lam2.T @ (N @ blocks))
     else:
-        L21 = f.Lam2.T @ np.einsum("ika,kab->ikb", N.reshape(cp.q2, *f.TLt.shape[:2]), f.TLt).reshape(N.shape)
-    return PlsSolution(theta=theta, logdet_L2=f.logdet_L2, logdet_RX2=f.logdet_RX2, r2=f.r2, beta=beta + cp.gamma,
-                       u=np.concatenate([u1.ravel(), u2]), R_X=f.R_X, L11=f.L11, L21=L21, L22=f.L22,
-                       L11_inv=f.L11_inv, T1=f.T1, Lam2=f.Lam2)
+        N_levels = N.reshape(cp.q2, *f.TLt.shape[:2])
+        L21 = f.Lam2.T @ np.einsum("ika,kab->ikb", N_levels,
+                                   f.TLt).reshape(N.shape)
+    return PlsSolution(theta=theta, factor=f, beta=beta + cp.gamma,
+                       u=np.concatenate([u1.ravel(), u2]), L21=L21)
 
 
-def criterion_from_parts(logdet_L2, logdet_RX2, r2, n: int, p: int, reml: bool):
-    """d_R = log|L|^2 + log|R_X|^2 + (n - p)(1 + log(2 pi r^2 / (n - p))) if ``reml``, else
-    d = log|L|^2 + n (1 + log(2 pi r^2 / n)) (module docstring). Elementwise for arrays: the
-    vectorized replicates of ``resampling.lrt`` use it for many responses at once."""
+def criterion_from_parts(logdet_L2, logdet_RX2, r2, n: int, p: int,
+                         reml: bool):
+    """The REML criterion
+    d_R = log|L|^2 + log|R_X|^2 + (n - p)(1 + log(2 pi r^2 / (n - p)))
+    if ``reml``, else the profiled deviance
+    d = log|L|^2 + n (1 + log(2 pi r^2 / n)) (module docstring).
+
+    Elementwise for arrays: the vectorized replicates of ``resampling.lrt``
+    use it for many responses at once."""
     if reml:
         dof = n - p
-        return logdet_L2 + logdet_RX2 + dof * (1.0 + np.log(2.0 * np.pi * r2 / dof))
+        return (logdet_L2 + logdet_RX2
+                + dof * (1.0 + np.log(2.0 * np.pi * r2 / dof)))
     return logdet_L2 + n * (1.0 + np.log(2.0 * np.pi * r2 / n))
 
 
@@ -599,7 +680,7 @@ def profiled_criterion(theta: np.ndarray, design: Design, cp: CrossProducts, rem
 
 
 # ---- A^{-1} by blocks, and the gradient ------------------------------------------------------------
-def _inverse_parts(f: "CholeskyFactor | PlsSolution", cp: CrossProducts, rows=None, cols=None):
+def _inverse_parts(f: CholeskyFactor, cp: CrossProducts, rows=None, cols=None):
     r"""The diagonal blocks of :math:`G_{11}`, :math:`G_{22}`, :math:`Q` and :math:`T_1 A_{11,k}^{-1}`
     (and the values of :math:`M_{22}` at (rows, cols) if given; module docstring)."""
     A11_inv = np.swapaxes(f.L11_inv, 1, 2) @ f.L11_inv
@@ -611,7 +692,7 @@ def _inverse_parts(f: "CholeskyFactor | PlsSolution", cp: CrossProducts, rows=No
     return G11, G22, Q, TA, m22
 
 
-def inverse_blocks(f: "CholeskyFactor | PlsSolution", cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
+def inverse_blocks(f: CholeskyFactor, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
     r"""The blocks of :math:`G = A^{-1} = (L_\theta L_\theta^\top)^{-1}` that the conditional
     variances need: the first term's diagonal blocks :math:`G_{11,kk}` (l_1, p_1, p_1),
     :math:`A_{11,k}^{-1} + A_{11,k}^{-1}T_1^\top Q_k T_1 A_{11,k}^{-1}`, and
@@ -646,8 +727,11 @@ def _ZtZ_times(cp: CrossProducts, v1: np.ndarray, v2: np.ndarray) -> tuple[np.nd
 
 
 def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> tuple[float, np.ndarray]:
-    """The profiled criterion and its gradient in theta (formulas in the module docstring)."""
+    """The profiled criterion and its gradient in theta (formulas in the module docstring), by
+    blocks, or on the whole q x q matrices for a small model with several terms (``cp.whole``)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
+    if cp.whole:
+        return _whole_criterion_and_gradient(theta, design, cp, reml)
     f = factorize(theta, design, cp)
     T1, Lam2 = f.T1, f.Lam2
     beta, u1, u2 = _estimates(f, design, cp)
@@ -674,3 +758,44 @@ def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts,
         n22 = np.einsum("ij,ij->i", (W2 @ Phi)[rows], (Lam2.T @ W2)[cols]) if cp.q2 else np.zeros(0)
         gradient = gradient - 2.0 * _pattern_sums(N11, n22, design)
     return criterion_value(f, cp.n, cp.p, reml), gradient
+
+
+def _whole_criterion_and_gradient(theta: np.ndarray, design: Design,
+                                  cp: CrossProducts,
+                                  reml: bool) -> tuple[float, np.ndarray]:
+    """``criterion_and_gradient`` with L_theta as one dense q x q factor: the
+    module docstring's formulas as they are written, with
+    A = Lambda'Z'Z Lambda + I, G = A^{-1} and M = Z'Z Lambda G. Entry i of
+    the gradient sums its terms over the positions of Lambda that hold
+    theta_i."""
+    rows, cols, which = design.lambda_index
+    q = design.q
+    Lam = np.zeros((q, q))
+    Lam[rows, cols] = theta[which]
+    ZtZ_Lam = cp.ZtZ @ Lam
+    A = Lam.T @ ZtZ_Lam
+    A[np.diag_indices(q)] += 1.0
+    L, info = dpotrf(A, lower=1, clean=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(
+            "Lambda' Z'Z Lambda + I is not positive definite")
+    RZXy = _trsolve(L, Lam.T @ cp.ZtXy, lower=1)  # [R_ZX c_u]
+    RZX, cu, R_X, c_beta, r2 = _fixed_effects_factor(cp, RZXy)
+    beta = _trsolve(R_X, c_beta, lower=0)  # beta-hat - gamma
+    u = _trsolve(L, cu - RZX @ beta, lower=1, trans=1)
+    L_inv = _trsolve(L, np.eye(q), lower=1)
+    M = ZtZ_Lam @ (L_inv.T @ L_inv)
+    ZtX, Zty = cp.ZtXy[:, :-1], cp.ZtXy[:, -1]
+    Zte = Zty - ZtX @ beta - ZtZ_Lam @ u  # Z'e
+    dof = cp.n - cp.p if reml else cp.n
+    at_positions = 2.0 * M[rows, cols] - 2.0 * dof / r2 * Zte[rows] * u[cols]
+    if reml and cp.p:
+        W_X = ZtX - M @ (Lam.T @ ZtX)
+        WR = W_X @ _trsolve(R_X, np.eye(cp.p), lower=0)  # W_X R_X^{-1}
+        at_positions -= 2.0 * (WR @ (WR.T @ Lam))[rows, cols]
+    gradient = np.bincount(which, weights=at_positions,
+                           minlength=len(theta))
+    logdet_L2 = 2.0 * np.log(np.diag(L)).sum()
+    logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
+    value = criterion_from_parts(logdet_L2, logdet_RX2, r2, cp.n, cp.p, reml)
+    return float(value), gradient

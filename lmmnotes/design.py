@@ -102,13 +102,18 @@ class TermDesign:
 
     @cached_property
     def Z(self) -> sp.csr_matrix:
-        """The term's block Z_t of Z (n x l p_t): row i holds X_t[i, :] in the columns of its level.
+        """The term's block Z_t of Z (n x l p_t): row i holds X_t[i, :] in the
+        columns of its level.
 
-        Built row by row (p_t entries a row), with no sort: Z_t' v gives the sums over each
-        level's rows that the cross-products need, in one sparse product."""
+        Built row by row (p_t entries a row), with no sort: Z_t' v gives the
+        sums over each level's rows that the cross-products need, in one sparse
+        product."""
         n, p = self.X.shape
         columns = (self.codes[:, None] * p + np.arange(p)).ravel()
-        return sp.csr_matrix((self.X.ravel(), columns, np.arange(0, n * p + 1, p)), shape=(n, self.n_levels * p))
+        return sp.csr_matrix(
+            (self.X.ravel(), columns, np.arange(0, n * p + 1, p)),
+            shape=(n, self.n_levels * p),
+        )
 
     @cached_property
     def lower(self) -> tuple[np.ndarray, np.ndarray]:

@@ -54,31 +54,41 @@ def warn_about_fit(fit: LmerFit, stacklevel: int) -> None:
                       SingularFitWarning, stacklevel=stacklevel + 1)
 
 
-def lmer(formula: str, data: pd.DataFrame, reml: bool = True, *, start: np.ndarray | None = None) -> LmerFit:
+def lmer(formula: str, data: pd.DataFrame, reml: bool = True, *,
+         start: np.ndarray | None = None) -> LmerFit:
     """Fit a linear mixed model written as in lme4, e.g. ``"y ~ x + (x | g)"``.
 
     Parameters
     ----------
-    formula : lme4 formula: a fixed-effects part and random-effects terms ``(expr | group)``,
-        ``(expr || group)``, with ``group`` a factor, ``a:b`` or ``a/b``.
-    data : DataFrame holding the columns the formula uses; it is not modified. Rows with
-        missing values in those columns are dropped with a warning.
-    reml : fit by REML (default, as lme4) or by maximum likelihood (``reml=False``).
-    start : starting value of theta (default: each relative covariance factor diagonal, 1 for the
-        intercept and about 1 / rms(x) for a column x: lme4's identity in the units of the columns).
+    formula : lme4 formula: a fixed-effects part and random-effects terms
+        ``(expr | group)``, ``(expr || group)``, with ``group`` a factor,
+        ``a:b`` or ``a/b``.
+    data : DataFrame holding the columns the formula uses; it is not
+        modified. Rows with missing values in those columns are dropped
+        with a warning.
+    reml : fit by REML (default, as lme4) or by maximum likelihood
+        (``reml=False``).
+    start : starting value of theta (default: each relative covariance
+        factor diagonal, 1 for the intercept and about 1 / rms(x) for a
+        column x: lme4's identity in the units of the columns).
 
-    Warns as lme4 does (``warn_about_fit``): ``SingularFitWarning``, ``ConvergenceWarning``, and
-    at the design step ``RankDeficiencyWarning``, ``PredictorScaleWarning`` and
-    ``MissingValuesWarning`` (all in ``lmmnotes.checks``, subclasses of ``LmmWarning``).
+    Warns as lme4 does (``warn_about_fit``): ``SingularFitWarning``,
+    ``ConvergenceWarning``, and at the design step ``RankDeficiencyWarning``,
+    ``PredictorScaleWarning`` and ``MissingValuesWarning`` (all in
+    ``lmmnotes.checks``, subclasses of ``LmmWarning``).
     """
-    with single_blas_thread():  # every step on one BLAS thread (see optimize_theta)
+    # every step on one BLAS thread (see optimize_theta)
+    with single_blas_thread():
         design = build_design(parse_formula(formula), data)
         cp = CrossProducts.from_design(design)
         opt = optimize_theta(design, cp, reml, start)
         fit = LmerFit.from_theta(design, cp, reml, opt.theta, optsum=opt)
-        if fit.converged and not fit.is_singular:  # lme4's check of the answer (see warn_about_fit)
+        # lme4's check of the answer (see warn_about_fit)
+        if fit.converged and not fit.is_singular:
             scaled = lme4_gradient_check(fit.theta, design, cp, reml)
-            opt = dataclasses.replace(opt, scaled_gradient=np.inf if scaled is None else scaled)
+            if scaled is None:  # the criterion is flat in some direction
+                scaled = np.inf
+            opt = dataclasses.replace(opt, scaled_gradient=scaled)
             fit = dataclasses.replace(fit, optsum=opt)
     warn_about_fit(fit, stacklevel=2)
     return fit

@@ -186,28 +186,37 @@ def single_blas_thread():
     return _blas().limit(limits=1, user_api="blas")
 
 
-def optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray | None = None) -> OptimizerResult:
-    """Minimize the profiled criterion over theta, from ``start`` (default: each T_t diagonal with
-    ``design.theta_scale``, i.e. lme4's T_t = I in the units of the columns of X_t).
+def optimize_theta(design: Design, cp: CrossProducts, reml: bool,
+                   start: np.ndarray | None = None) -> OptimizerResult:
+    """Minimize the profiled criterion over theta, from ``start`` (default:
+    each T_t diagonal with ``design.theta_scale``, i.e. lme4's T_t = I in the
+    units of the columns of X_t).
 
-    One parameter: bounded Brent (scipy.optimize.minimize_scalar). Several: L-BFGS-B with the
-    analytic gradient (``criterion.criterion_and_gradient``), a template's entries unbounded
-    (``_bounds``); a stop on the boundary is checked by probing inside, and a diagonal entry that
-    ends next to 0 is set to 0 (``_snap_to_boundary``).
-    Tolerances are tight so that the log-likelihood matches lme4's to 1e-6 or better.
+    One parameter: bounded Brent (scipy.optimize.minimize_scalar). Several:
+    L-BFGS-B with the analytic gradient (``criterion.criterion_and_gradient``),
+    a template's entries unbounded (``_bounds``); a stop on the boundary is
+    checked by probing inside, and a diagonal entry that ends next to 0 is set
+    to 0 (``_snap_to_boundary``). Tolerances are tight so that the
+    log-likelihood matches lme4's to 1e-6 or better.
 
-    One BLAS thread: most evaluations work on small matrices, for which the synchronization of
-    several threads costs more than it saves (a refit of this book's models is about three times
-    faster single-threaded). For the largest model of the book (72,500 ratings, a dense block
-    L_22 of order 1114) two threads save 15-20% on an idle two-core machine, but take twice as
-    long as one thread when one other process computes, and ten times as long under heavier
-    load (``make benchmark``, "busy machine").
+    One BLAS thread: most evaluations work on small matrices, for which the
+    synchronization of several threads costs more than it saves (a refit of
+    this book's models is about three times faster single-threaded). For the
+    largest model of the book (72,500 ratings, a dense block L_22 of order
+    1114) two threads save 15-20% on an idle two-core machine, but take twice
+    as long as one thread when one other process computes, and ten times as
+    long under heavier load (``make benchmark``, "busy machine").
     """
     with single_blas_thread():
         lower, scale = design.theta_lower, design.theta_scale
-        start = design.default_start if start is None else canonical_theta(np.asarray(start, dtype=float), design)
+        if start is None:
+            start = design.default_start
+        else:
+            start = canonical_theta(np.asarray(start, dtype=float), design)
 
-        evaluations = 0  # of the criterion, with or without its gradient, in every step below
+        # evaluations of the criterion, with or without its gradient, in
+        # every step below
+        evaluations = 0
 
         def criterion(theta: np.ndarray) -> float:
             nonlocal evaluations
@@ -221,21 +230,27 @@ def optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.ndar
             return run
 
         if len(start) == 1:
-            x, fun, ok, message = _minimize_scalar(criterion, float(start[0]), float(lower[0]))
-            return OptimizerResult(optimizer="bounded Brent (scipy.optimize.minimize_scalar)", start=start,
-                                   theta=np.array([x]), criterion=fun, converged=ok, message=message,
-                                   n_evaluations=evaluations)
+            x, fun, ok, message = _minimize_scalar(criterion, float(start[0]),
+                                                   float(lower[0]))
+            return OptimizerResult(
+                optimizer="bounded Brent (scipy.optimize.minimize_scalar)",
+                start=start, theta=np.array([x]), criterion=fun,
+                converged=ok, message=message, n_evaluations=evaluations)
         result = lbfgsb(start)
         restarts = 0
         scalar = _scalar_entries(design)
         for _ in range(3):
-            # A scalar term's theta, and the last diagonal entry of a template, enter the criterion
-            # only through their squares, so the gradient in them vanishes at 0: a bounded search
-            # can stop there, and a search started there (a refit from a singular fit's theta)
-            # never leaves. Probe inside (steps in the units theta_scale) along each scalar theta that
-            # ends near 0 and each diagonal entry of a template that ends exactly at 0, and restart
-            # when the criterion drops.
-            on_boundary = np.flatnonzero(np.where(scalar, _near_boundary(result.x, design), (lower == 0) & (result.x == 0)))
+            # A scalar term's theta, and the last diagonal entry of a
+            # template, enter the criterion only through their squares, so
+            # the gradient in them vanishes at 0: a bounded search can stop
+            # there, and a search started there (a refit from a singular
+            # fit's theta) never leaves. Probe inside (steps in the units
+            # theta_scale) along each scalar theta that ends near 0 and each
+            # diagonal entry of a template that ends exactly at 0, and
+            # restart when the criterion drops.
+            near = _near_boundary(result.x, design)
+            at_zero = (lower == 0) & (result.x == 0)
+            on_boundary = np.flatnonzero(np.where(scalar, near, at_zero))
             best_x, best_f = result.x, result.fun
             for j in on_boundary:
                 for delta in (1e-3, 1e-2, 1e-1, 1.0):
@@ -251,7 +266,9 @@ def optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.ndar
             if again.fun >= result.fun:
                 break
             result = again
-        for _ in range(2):  # a stalled line search usually recovers from a fresh start (new Hessian estimate)
+        # a stalled line search usually recovers from a fresh start (a new
+        # Hessian estimate)
+        for _ in range(2):
             if result.success:
                 break
             again = lbfgsb(result.x)
@@ -260,19 +277,27 @@ def optimize_theta(design: Design, cp: CrossProducts, reml: bool, start: np.ndar
                 result = again
         converged, message = bool(result.success), str(result.message)
         if not converged:
-            # L-BFGS-B may stop with "ABNORMAL" when no line search can improve on rounding error.
-            # Accept the point if its scaled gradient R^{-T} g, with R'R = H (its Euclidean length
-            # is a Newton step's length in the metric of H), is below 2e-3 in every entry: a test
-            # modelled on lme4's check.conv.grad, which tests max(pmin(|R^{-1} g|, |g|)) instead.
+            # L-BFGS-B may stop with "ABNORMAL" when no line search can
+            # improve on rounding error. Accept the point if its scaled
+            # gradient R^{-T} g, with R'R = H (its Euclidean length is a
+            # Newton step's length in the metric of H), is below 2e-3 in
+            # every entry: a test modelled on lme4's check.conv.grad, which
+            # tests max(pmin(|R^{-1} g|, |g|)) instead.
             scaled = _scaled_gradient(result.x, design, cp, reml)
             evaluations += 1 + 2 * len(result.x)
             if scaled < GRADIENT_TOLERANCE:
-                converged, message = True, f"{message} (scaled gradient {scaled:.1e} < {GRADIENT_TOLERANCE})"
-        theta, value = _snap_to_boundary(result.x, float(result.fun), criterion, design)
-        snapped = tuple(int(j) for j in np.flatnonzero((theta == 0) & (result.x != 0)))
-        return OptimizerResult(optimizer="L-BFGS-B (scipy.optimize.minimize)", start=start, theta=theta,
-                               criterion=value, converged=converged, message=message, n_evaluations=evaluations,
-                               restarts=restarts, snapped=snapped)
+                converged = True
+                message += (f" (scaled gradient {scaled:.1e}"
+                            f" < {GRADIENT_TOLERANCE})")
+        theta, value = _snap_to_boundary(result.x, float(result.fun),
+                                         criterion, design)
+        snapped = tuple(int(j) for j in
+                        np.flatnonzero((theta == 0) & (result.x != 0)))
+        return OptimizerResult(
+            optimizer="L-BFGS-B (scipy.optimize.minimize)", start=start,
+            theta=theta, criterion=value, converged=converged,
+            message=message, n_evaluations=evaluations, restarts=restarts,
+            snapped=snapped)
 
 
 # relative: a smaller eigenvalue of the Hessian (in the units of theta_scale) is a flat direction.

@@ -188,12 +188,12 @@ class LmerFit:
     def _conditional_sd_blocks(self) -> list[np.ndarray]:
         """sqrt of the diagonal of sigma^2 Lambda G Lambda', G = (L L')^{-1}, per term (levels x p_t)."""
         d = self.design
-        G11, G22 = inverse_blocks(self.solution, self.cross_products)
+        G11, G22 = inverse_blocks(self.solution.factor, self.cross_products)
         first = d.terms[0]
         T1 = first.template(self.theta[d.theta_slices[0]])
         out = [self.sigma * np.sqrt(np.diagonal(T1 @ G11 @ T1.T, axis1=1, axis2=2))]
         if G22.size:
-            Lam2 = self.solution.Lam2
+            Lam2 = self.solution.factor.Lam2
             LG = np.asarray(Lam2 @ G22)  # the diagonal of Lambda_2 G_22 Lambda_2', row by row
             diag = Lam2.multiply(LG).sum(axis=1).A1 if sp.issparse(Lam2) else np.einsum("ij,ij->i", LG, Lam2)
             sd = self.sigma * np.sqrt(diag)

@@ -16,18 +16,18 @@ from .test_lmer import brute_force_criterion
 from .test_lmer_reference import check_ranef
 
 
-def fit_on_path(design, reml, sparse):
-    cp = CrossProducts.from_design(design, sparse=sparse)
+def fit_on_path(design, reml, sparse, whole=False):
+    cp = CrossProducts.from_design(design, sparse=sparse, whole=whole)
     assert (cp.schur is not None) == sparse and isinstance(cp.Z2Z1, np.ndarray) == (not sparse)
     opt = optimize_theta(design, cp, reml)
     return LmerFit.from_theta(design, cp, reml, opt.theta, converged=opt.converged, message=opt.message)
 
 
-@pytest.mark.parametrize("sparse", [False, True])
-def test_each_path_reproduces_lme4_on_eggs(sparse):
+@pytest.mark.parametrize("sparse, whole", [(False, False), (True, False), (False, True)])
+def test_each_path_reproduces_lme4_on_eggs(sparse, whole):
     ref = REFERENCE["models"]["eggs_reml"]
     design = build_design(parse_formula(ref["formula"]), book_data("eggs"))
-    fit = fit_on_path(design, True, sparse)
+    fit = fit_on_path(design, True, sparse, whole)
     assert fit.converged
     assert fit.loglik > ref["loglik"] - 1e-6
     assert fit.reml_criterion == pytest.approx(ref["reml_criterion"], abs=2e-6)
@@ -71,7 +71,7 @@ CROSSED = [
 @pytest.mark.parametrize("reml", [True, False])
 def test_sparse_and_dense_paths_equal_brute_force(formula, theta, reml):
     design = build_design(parse_formula(formula), ratings())
-    dense, sparse = (CrossProducts.from_design(design, sparse=s) for s in (False, True))
+    dense, sparse = (CrossProducts.from_design(design, sparse=s, whole=False) for s in (False, True))
     for scale in (1.0, 0.3, 2.0):
         t = np.array(theta) * scale
         brute = brute_force_criterion(design, t, reml)
@@ -86,6 +86,35 @@ def test_sparse_and_dense_paths_equal_brute_force(formula, theta, reml):
     numeric = [(brute_force_criterion(design, t + h * e, reml) - brute_force_criterion(design, t - h * e, reml))
                / (2 * h) for e in np.eye(len(t))]
     np.testing.assert_allclose(criterion_and_gradient(t, design, sparse, reml)[1], numeric, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("formula, theta", CROSSED)
+@pytest.mark.parametrize("reml", [True, False])
+def test_whole_matrix_evaluation_equals_the_blocks_and_brute_force(formula, theta, reml):
+    design = build_design(parse_formula(formula), ratings(students=10, instructors=6, per_student=3, depts=2))
+    assert design.q <= 64
+    whole, blocked = (CrossProducts.from_design(design, sparse=False, whole=w) for w in (True, False))
+    assert CrossProducts.from_design(design).whole  # the default for a small model with several terms
+    for scale in (1.0, 0.3, 2.0):
+        t = np.array(theta) * scale
+        f_whole, g_whole = criterion_and_gradient(t, design, whole, reml)
+        f_blocked, g_blocked = criterion_and_gradient(t, design, blocked, reml)
+        assert f_whole == pytest.approx(f_blocked, rel=1e-12)
+        assert f_whole == pytest.approx(brute_force_criterion(design, t, reml), rel=1e-10)
+        np.testing.assert_allclose(g_whole, g_blocked, rtol=1e-8, atol=1e-8 * np.abs(g_blocked).max())
+    t, h = np.array(theta), 1e-5
+    numeric = [(brute_force_criterion(design, t + h * e, reml) - brute_force_criterion(design, t - h * e, reml))
+               / (2 * h) for e in np.eye(len(t))]
+    np.testing.assert_allclose(criterion_and_gradient(t, design, whole, reml)[1], numeric, rtol=1e-5, atol=1e-4)
+
+
+def test_whole_matrix_evaluation_is_chosen_for_small_models_with_several_terms():
+    one_term = build_design(parse_formula("bright ~ 1 + (1 | operator)"), book_data("pulp"))
+    assert not CrossProducts.from_design(one_term).whole  # the blocked factor is block diagonal
+    large = build_design(parse_formula(CROSSED[0][0]), ratings(students=60))
+    assert large.q > 64 and not CrossProducts.from_design(large).whole
+    with pytest.raises(ValueError, match="dense path"):
+        CrossProducts.from_design(large, sparse=True, whole=True)
 
 
 def test_fits_on_both_paths_agree():
