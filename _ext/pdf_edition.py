@@ -6,9 +6,9 @@
   ("Exercise 4.2", "Theorem 1.1"). sphinx-jupyterbook-latex sets ``numfig_secnum_depth = 2`` when
   the book has parts, which makes sphinx-exercise and sphinx-proof number them by chapter and
   section ("Exercise 4.8.2"); this renumbers them (not figures, tables and code blocks, which
-  LaTeX numbers itself) after Sphinx has assigned the numbers, so titles and references agree. A reference
-  to an exercise of another chapter, which sphinx-exercise leaves to Sphinx's ``\\ref`` (an
-  undefined label, "??" in the PDF), gets the same number and a link to the exercise.
+  LaTeX numbers itself) after Sphinx has assigned the numbers, so titles and references agree.
+  A reference to an exercise of another chapter, which sphinx-exercise leaves to Sphinx's
+  ``\\ref`` (an undefined label, "??" in the PDF), gets the same number and a link to it.
 - Parts of the table of contents that the HTML leaves unnumbered (the back matter: notation,
   glossary, references) are unnumbered chapters in the PDF too, not chapters 14, 15, ...
 - The bibliography is the body of the References chapter, not a chapter of its own after it.
@@ -71,8 +71,9 @@ def _copy_stand_ins(app) -> None:
 
 
 def chapter_numbers(numbers: dict) -> dict:
-    """Exercise numbers (chapter, section, ..., n) renumbered as (chapter, k), k counting the
-    exercises of the chapter in their order. ``numbers`` maps docname -> {id: tuple}."""
+    """Numbers (chapter, section, ..., n) of one kind (exercise, theorem, ...) renumbered as
+    (chapter, k), k counting that kind in the chapter in order. ``numbers`` maps docname ->
+    {id: tuple}."""
     by_chapter: dict = {}
     for docname, ids in numbers.items():
         for node_id, number in ids.items():
