@@ -12,6 +12,7 @@
 - Parts of the table of contents that the HTML leaves unnumbered (the back matter: notation,
   glossary, references) are unnumbered chapters in the PDF too, not chapters 14, 15, ...
 - The bibliography is the body of the References chapter, not a chapter of its own after it.
+- A proof is set as paragraphs ("Proof. ..."), not as a box whose title bar would be empty.
 - ``bbm.sty``, which the jupyterBook LaTeX class requires, is replaced by a small stand-in
   (``_ext/latex/bbm.sty``) instead of texlive-fonts-extra.
 
@@ -27,6 +28,7 @@ from sphinx import addnodes
 from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util.fileutil import copy_asset_file
 from sphinx_exercise.nodes import exercise_enumerable_node, exercise_latex_number_reference
+from sphinx_proof.nodes import proof_node
 
 LATEX_FILES = Path(__file__).parent / "latex"
 
@@ -152,7 +154,22 @@ class UnnumberedParts(SphinxPostTransform):
                 return
 
 
+class ProofsAsText(SphinxPostTransform):
+    """A ``{prf:proof}`` in the LaTeX build: its paragraphs (which begin with "Proof."), not a box
+    with an empty title bar (sphinx-proof gives the box no title)."""
+
+    default_priority = 700
+    formats = ("latex",)
+
+    def run(self, **kwargs) -> None:
+        for node in list(self.document.findall(nodes.admonition)):
+            if ("proof" in node["classes"] and isinstance(node.parent, proof_node)
+                    and not any(isinstance(child, nodes.title) for child in node.children)):
+                node.replace_self(node.children[:])
+
+
 def setup(app):
+    app.add_post_transform(ProofsAsText)
     app.add_post_transform(UnnumberedParts)
     app.add_post_transform(ExerciseReferencesAcrossChapters)
     app.connect("config-inited", _add_preamble, priority=900)
