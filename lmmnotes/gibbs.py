@@ -13,14 +13,30 @@ Parameterizations. :math:`\mathrm{InvGamma}(\alpha, \beta)` has density proporti
 :math:`|D|^{-(\nu+p+1)/2} \exp\{-\operatorname{tr}(S D^{-1})/2\}` (mean :math:`S/(\nu-p-1)` for
 :math:`\nu > p+1`); for :math:`p = 1` it is :math:`\mathrm{InvGamma}(\nu/2, S/2)`.
 
-Default priors are proper and weakly informative, and scaled to the data in location and in scale,
-so that they say the same thing whatever the units of the response and of the covariates. With
+Default priors are weakly informative, and scaled to the data in location and in scale, so that
+they say the same thing whatever the units of the response and of the covariates. With
 :math:`\bar y` the mean and :math:`s^2` the sample variance of y (1 if y is constant), and
 :math:`v_j` the variance (divisor n) of the model matrix's column :math:`x_j` (1 for a constant
 column such as the intercept's):
 
-* every variance gets :math:`\mathrm{InvGamma}(1, s^2/20)` (prior median about :math:`0.07 s^2`, no
-  prior mean, a heavy right tail, density zero at 0);
+* the residual variance gets the scale-invariant prior :math:`p(\sigma^2) \propto 1/\sigma^2`, the
+  limit :math:`\mathrm{InvGamma}(0, 0)` (``resid_shape = 0``, ``resid_scale = 0``). Its full
+  conditional is :math:`\sigma^2 \mid \beta, b, y \sim \mathrm{InvGamma}(n/2,\ \|y - X\beta - Zb\|^2/2)`,
+  proper for any :math:`n \ge 1`, and the posterior is proper as long as the random effects
+  cannot fit every observation (:math:`\operatorname{rank}[X\ Z] < n`; in the one-way model
+  :math:`N > m` and a nonzero within-group sum of squares; otherwise DataError). It has no
+  scale, so it is equivariant by itself, and it adds nothing to the data's
+  :math:`n` observations, which always pin :math:`\sigma^2` down. A proper
+  :math:`\mathrm{InvGamma}(1, s^2/20)` on :math:`\sigma^2` (``resid_shape=1, resid_scale=None``) is
+  informative when the groups carry most of the variance of y: :math:`s^2` then far exceeds
+  :math:`\sigma^2`, and the prior scale :math:`s^2/20` adds to the half residual sum of squares in the
+  conditional above, pulling :math:`\sigma^2` up (chapter 12 measures what that does to the coverage
+  of its intervals);
+* every group-level variance gets :math:`\mathrm{InvGamma}(1, s^2/20)` (prior median about
+  :math:`0.07 s^2`, no prior mean, a heavy right tail, density zero at 0). It must stay proper:
+  under :math:`1/\sigma^2_a` the posterior is improper, since the likelihood does not vanish as
+  :math:`\sigma^2_a \to 0` (chapter 13). A half-t prior on :math:`\sigma_a` is the alternative
+  (below);
 * a covariance block of a term with columns :math:`x_1, \dots, x_p` gets
   :math:`\mathrm{InvWishart}(p+1, S)` with :math:`S = \operatorname{diag}(s^2 / (10\, v_j))` -- the same
   as the inverse gamma for :math:`p = 1`, and uniform on each correlation;
@@ -43,7 +59,8 @@ it; replacing a column :math:`x_j` by :math:`c x_j` divides its coefficient by c
 variances of its random slopes by :math:`1/c^2`). With the same seed the draws themselves move so,
 to rounding error, since the starting values follow the data too. An explicit prior argument
 replaces the corresponding default, and is used as given, in the units of the data. The book's
-chapters 12 and 13 show when the choice matters (few groups).
+chapters 12 and 13 show when the choice matters (few groups; a residual variance much smaller
+than the response's).
 
 Half-t prior on a standard deviation. ``one_way(..., group_prior=HalfT(df, scale))`` puts the
 half-t prior of Gelman (2006) on :math:`\sigma_a` in place of the inverse gamma on
@@ -178,6 +195,20 @@ def _positive(name: str, value) -> float:
     return value
 
 
+def _nonnegative(name: str, value) -> float:
+    value = _number(name, value)
+    if not np.isfinite(value) or value < 0:
+        raise DataError(f"{name} must be a number of at least 0, got {value}; it is a shape or scale of the "
+                        "inverse gamma prior of the residual variance (0 and 0: the prior 1/sigma^2)")
+    return value
+
+
+def _resid_prior(shape, scale, s2y: float) -> tuple[float, float]:
+    """The residual variance's prior InvGamma(shape, scale), checked: shape and scale finite and at
+    least 0 (both 0, the default: p(sigma^2) proportional to 1/sigma^2); a scale of None is var(y) / 20."""
+    return _nonnegative("resid_shape", shape), _nonnegative("resid_scale", s2y / 20 if scale is None else scale)
+
+
 def _response_variance(y: np.ndarray) -> float:
     """var(y), the unit of the default prior scales (1 for a constant response)."""
     return float(np.var(y, ddof=1)) if np.var(y) > 0 else 1.0
@@ -248,8 +279,8 @@ def _draw_covariance(rng: np.random.Generator, df: float, S: np.ndarray, b: np.n
 
 def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | None = None,
             mu_var: float | None = None,
-            group_shape: float = 1.0, group_scale: float | None = None, resid_shape: float = 1.0,
-            resid_scale: float | None = None, group_prior: HalfT | None = None, n_iter: int = 2000,
+            group_shape: float = 1.0, group_scale: float | None = None, resid_shape: float = 0.0,
+            resid_scale: float | None = 0.0, group_prior: HalfT | None = None, n_iter: int = 2000,
             n_warmup: int | None = None, n_chains: int = 4, thin: int = 1, seed=None,
             update: str = "blocked") -> Posterior:
     r"""Gibbs sampler for :math:`y_{ij} = \mu + a_i + e_{ij}`, :math:`a_i \sim N(0, \sigma^2_a)`,
@@ -283,9 +314,14 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | N
         scaled default :math:`m_0 = \bar y`, :math:`v_0 = 10^4 s^2` (``VAGUE`` times the sample
         variance of y; see the module docstring). ``mu_var`` given alone: :math:`m_0 = 0`, the prior
         :math:`N(0, \text{mu\_var})`; ``mu_mean`` given alone: :math:`v_0 = 10^4 s^2`.
-    group_shape, group_scale, resid_shape, resid_scale : inverse gamma priors of sigma2_group and
-        sigma2_resid; a scale of None means :math:`s^2/20`. Every prior parameter must be a finite
-        number (shapes, scales and variances positive), else DataError naming it.
+    group_shape, group_scale : the inverse gamma prior of sigma2_group; a scale of None (the
+        default) means :math:`s^2/20`.
+    resid_shape, resid_scale : the inverse gamma prior of sigma2_resid. The default 0 and 0 is
+        :math:`p(\sigma^2_e) \propto 1/\sigma^2_e` (see the module docstring; it needs a nonzero
+        within-group sum of squares); ``resid_shape=1, resid_scale=None`` gives the proper
+        :math:`\mathrm{InvGamma}(1, s^2/20)`. Every prior parameter must be a finite number (the
+        group's shape and scale and mu_var positive, the residual's shape and scale at least 0),
+        else DataError naming it.
     group_prior : None (the inverse gamma prior of sigma2_group above) or :class:`HalfT`: the
         half-t prior :math:`\sigma_a \sim \text{half-}t(\nu, A)` on the group standard deviation
         (then ``group_shape`` and ``group_scale`` must be left at their defaults). The sampler
@@ -331,9 +367,12 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | N
         "mu_var": _positive("mu_var", VAGUE * s2y if mu_var is None else mu_var),
         "group_shape": _positive("group_shape", group_shape),
         "group_scale": _scale("group_scale", group_scale, s2y),
-        "resid_shape": _positive("resid_shape", resid_shape),
-        "resid_scale": _scale("resid_scale", resid_scale, s2y),
     }
+    priors["resid_shape"], priors["resid_scale"] = _resid_prior(resid_shape, resid_scale, s2y)
+    if priors["resid_scale"] == 0 and ssw == 0:
+        raise DataError(f"{response!r} is constant within every group of {group!r}: with resid_scale = 0 the "
+                        "posterior of the residual variance is improper (its mass piles up at 0); give a "
+                        "proper prior, e.g. resid_shape=1, resid_scale=None")
     if half_t is not None:
         del priors["group_shape"], priors["group_scale"]
         priors.update(half_t)
@@ -427,6 +466,9 @@ def one_way_exact(data: pd.DataFrame, response: str, group: str, *, mu_mean: flo
     r"""The exact posterior means and sds of mu, sigma2_group and sigma2_resid of the one-way model
     (the model and priors of :func:`one_way`; every prior must be given: ``group_shape`` and
     ``group_scale``, or ``group_prior=HalfT(df, scale)`` with its scale), by quadrature.
+    ``resid_shape`` and ``resid_scale`` may be 0, as in :func:`one_way`: the residual variance's
+    prior enters as its unnormalized log density :math:`-(\alpha_e + 1)\log\sigma^2_e - \beta_e/\sigma^2_e`
+    (0 and 0: :math:`p(\sigma^2_e) \propto 1/\sigma^2_e`).
 
     The half-t prior enters through its own density, not through the mixture the sampler uses:
     with :math:`\sigma_a = A|t_\nu|`, the density of :math:`\sigma^2_a` is
@@ -458,7 +500,7 @@ def one_way_exact(data: pd.DataFrame, response: str, group: str, *, mu_mean: flo
         if group_shape is not None or group_scale is not None:
             raise DataError("give either group_shape and group_scale or group_prior, not both")
         half_df, half_scale = _positive("HalfT df", group_prior.df), _positive("HalfT scale", group_prior.scale)
-    resid_shape, resid_scale = _positive("resid_shape", resid_shape), _positive("resid_scale", resid_scale)
+    resid_shape, resid_scale = _nonnegative("resid_shape", resid_shape), _nonnegative("resid_scale", resid_scale)
     y = data[response].to_numpy(dtype=float)
     _, codes = np.unique(data[group].astype(str).to_numpy(), return_inverse=True)
     n = np.bincount(codes).astype(float)
@@ -466,6 +508,8 @@ def one_way_exact(data: pd.DataFrame, response: str, group: str, *, mu_mean: flo
     ybar = np.bincount(codes, weights=y - centre) / n
     ssw = float(((y - centre - ybar[codes]) ** 2).sum())
     N, m, m0 = n.sum(), len(n), mu_mean - centre
+    if resid_scale == 0 and ssw == 0:
+        raise DataError(f"{response!r} is constant within every group: with resid_scale = 0 the posterior is improper")
 
     def log_post(u, v):  # u = log s2a, v = log s2e (arrays of one shape)
         s2a, s2e = np.exp(u)[..., None], np.exp(v)[..., None]
@@ -479,7 +523,7 @@ def one_way_exact(data: pd.DataFrame, response: str, group: str, *, mu_mean: flo
         else:  # sigma_a = A |t|: density of s2a = t_df(sigma_a / A) / (A sigma_a)
             sd_a = np.exp(u / 2)
             prior_a = stats.t.logpdf(sd_a / half_scale, half_df) - np.log(half_scale * sd_a)
-        prior = prior_a + stats.invgamma.logpdf(np.exp(v), resid_shape, scale=resid_scale)
+        prior = prior_a - (resid_shape + 1) * v - resid_scale * np.exp(-v)  # InvGamma, unnormalized
         return loglik + prior + u + v, M, P  # + u + v: the Jacobian of the log scale
 
     s2e_hat = ssw / (N - m)
@@ -678,7 +722,7 @@ def _cov_names(design: Design) -> list[str]:
 
 def lmm(formula: str, data: pd.DataFrame, *, fixef_mean=None, fixef_var=None,
         var_shape: float = 1.0, var_scale: float | None = None, cov_df: float | None = None,
-        cov_scale=None, resid_shape: float = 1.0, resid_scale: float | None = None,
+        cov_scale=None, resid_shape: float = 0.0, resid_scale: float | None = 0.0,
         n_iter: int = 2000, n_warmup: int | None = None, n_chains: int = 4, thin: int = 1,
         seed=None) -> Posterior:
     r"""Gibbs sampler for the linear mixed model of an lme4 formula,
@@ -711,7 +755,11 @@ def lmm(formula: str, data: pd.DataFrame, *, fixef_mean=None, fixef_var=None,
     :math:`\beta_j \sim N(0, 10^4 s^2 / v_j)`, :math:`s^2` the sample variance of y and :math:`v_j` the
     variance of column :math:`x_j`; without one, :math:`\beta_j \sim N(0, 10^4\, \overline{y^2}/\overline{x_j^2})`.
     ``fixef_var`` given alone: ``fixef_mean`` is 0; ``fixef_mean`` given alone: the default covariance.
-    var_scale and resid_scale default to :math:`s^2/20`, with shape 1; cov_df to :math:`p_k + 1` and
+    var_scale defaults to :math:`s^2/20`, with shape 1 (a var_scale of None means that too);
+    resid_shape and resid_scale default to 0 and 0, the prior :math:`p(\sigma^2) \propto 1/\sigma^2`
+    (module docstring), which needs :math:`\operatorname{rank}[X\ Z] < n` (else DataError);
+    ``resid_shape=1, resid_scale=None`` gives the proper :math:`\mathrm{InvGamma}(1, s^2/20)`, and
+    either may be 0 (neither negative); cov_df defaults to :math:`p_k + 1` and
     cov_scale to :math:`\operatorname{diag}(s^2 / (10 v_j))` (1 for the intercept's :math:`v_j`).
     ``cov_df`` and ``cov_scale`` apply to the terms with more than one column; ``cov_scale`` may be a
     matrix (used for every such term) or a dict from such a term's grouping factor (as ``lmer`` prints
@@ -735,15 +783,33 @@ def lmm(formula: str, data: pd.DataFrame, *, fixef_mean=None, fixef_var=None,
         "fixef_mean": fixef.mean, "fixef_var": fixef.var,
         "var_shape": _positive("var_shape", var_shape),
         "var_scale": _scale("var_scale", var_scale, s2y),
-        "resid_shape": _positive("resid_shape", resid_shape),
-        "resid_scale": _scale("resid_scale", resid_scale, s2y),
     }
+    priors["resid_shape"], priors["resid_scale"] = _resid_prior(resid_shape, resid_scale, s2y)
     term_priors = _term_priors(design, priors, cov_df, cov_scale, s2y)
+    if priors["resid_scale"] == 0:
+        _require_residual_freedom(design)
     with single_blas_thread():  # small matrices: BLAS threads cost more than they save
         draws = [_lmm_chain(design, priors, term_priors, fixef, n_iter, n_warmup, thin, rng)
                  for rng in _chain_generators(seed, n_chains)]
     names = list(design.x_names) + _cov_names(design) + ["sigma2"]
     return _posterior(np.stack(draws), names, f"{formula}, Gibbs", priors, n_warmup, thin)
+
+
+def _require_residual_freedom(design: Design) -> None:
+    """DataError when X and Z together can fit y exactly: then the likelihood stays bounded as
+    sigma^2 -> 0, and with resid_scale = 0 the posterior is improper. rank[X Z] < n holds whenever
+    the model has fewer coefficients than observations; otherwise the rank is computed."""
+    y, X = design.y, design.X
+    Z = design.Z()
+    n, k = X.shape[0], X.shape[1] + Z.shape[1]
+    if k < n:
+        return
+    C = np.hstack([X, Z.toarray()])
+    fitted = C @ np.linalg.lstsq(C, y, rcond=None)[0]
+    if np.linalg.matrix_rank(C) >= n or np.allclose(fitted, y, rtol=0, atol=1e-10 * max(np.abs(y).max(), 1.0)):
+        raise DataError(f"the fixed and random effects have {k} coefficients for {n} observations and can fit "
+                        "every observation exactly: with resid_scale = 0 the posterior of the residual variance is "
+                        "improper; give it a proper prior, e.g. resid_shape=1, resid_scale=None")
 
 
 @dataclass(frozen=True)

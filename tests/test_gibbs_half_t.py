@@ -43,6 +43,19 @@ def test_half_t_matches_exact_posterior(sizes, half_t):
         assert all(result.values()), (update, result, post.summary().loc[list(exact)], exact)
 
 
+def test_half_t_with_default_residual_prior_matches_exact_posterior():
+    """The half-Cauchy on sigma_a with the residual variance's default prior 1/s2e (shape and
+    scale 0) agrees with the quadrature too."""
+    frame = frame_for(SIZES["unbalanced"])
+    prior = PRIOR | dict(resid_shape=0.0, resid_scale=0.0)
+    half_t = gibbs.HalfT(df=1.0, scale=1.0)
+    exact = exact_one_way(frame, **prior, group_prior=half_t)
+    post = gibbs.one_way(frame, "y", "g", mu_mean=0.0, mu_var=100.0, group_prior=half_t, n_iter=5000,
+                         n_warmup=1000, seed=3)
+    result = agrees(post, exact)
+    assert all(result.values()), (result, post.summary().loc[list(exact)], exact)
+
+
 def test_quadrature_check_has_power():
     """The same check fails a sampler run with another prior: draws under the half-Cauchy with
     A = 1 against the quadrature under the half-t(3, 0.5), and draws under the default inverse

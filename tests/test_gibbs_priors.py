@@ -8,6 +8,8 @@ errors.
   those under y, shifted by d for the intercept, and the variances' c^2 times; a covariate
   divided by c has its coefficient multiplied by c.
 * Unknown keys of a prior given as a dict, NaN or infinite prior parameters: DataError naming them.
+  The residual variance's shape and scale may be 0 (the default, p(sigma^2) proportional to
+  1/sigma^2), never negative; where that prior gives an improper posterior, DataError.
 * one_way drops rows with a missing response or group with a MissingValuesWarning (R's na.omit),
   and an infinite response is a DataError.
 """
@@ -168,6 +170,74 @@ def test_one_way_draws_follow_the_units_of_y(psid):
             moved = gibbs.one_way(psid.assign(income=c * psid["income"] + d), "income", "person", n_iter=300,
                                   seed=2, update=update)
             assert_transformed(post, moved, response_transform(c, d, "mu"))
+
+
+def test_old_residual_prior_follows_the_units_of_y():
+    """The proper InvGamma(1, var(y)/20) on the residual variance, still reachable as resid_shape=1,
+    resid_scale=None, is scaled to the data too: draws under c y + d move exactly, in both samplers."""
+    frame = small_frame()
+    kw = dict(resid_shape=1.0, resid_scale=None, n_iter=150, n_chains=2, seed=5)
+    post = gibbs.lmm("y ~ 1 + x + (x | g)", frame, **kw)
+    one = gibbs.one_way(frame, "y", "g", **kw)
+    assert post.priors["resid_scale"] == pytest.approx(frame["y"].var(ddof=1) / 20, rel=1e-12)
+    for c, d in ((1e4, -4e5), (1e-3, 0.04)):
+        moved = frame.assign(y=c * frame["y"] + d)
+        assert_transformed(post, gibbs.lmm("y ~ 1 + x + (x | g)", moved, **kw), response_transform(c, d, "(Intercept)"))
+        assert_transformed(one, gibbs.one_way(moved, "y", "g", **kw), response_transform(c, d, "mu"))
+
+
+def test_default_residual_prior_is_recorded_and_zero_is_accepted():
+    """The default residual prior is recorded as shape 0 and scale 0; a 0 given explicitly gives the
+    same draws, and so does a 0 for one_way_exact, which refuses negatives as the samplers do."""
+    frame = small_frame()
+    kw = dict(n_iter=50, n_chains=1, seed=2)
+    for run in (lambda **a: gibbs.one_way(frame, "y", "g", **kw, **a),
+                lambda **a: gibbs.lmm("y ~ x + (1 | g)", frame, **kw, **a)):
+        default = run()
+        assert default.priors["resid_shape"] == 0.0 and default.priors["resid_scale"] == 0.0
+        pd.testing.assert_frame_equal(default.draws, run(resid_shape=0, resid_scale=0.0).draws)
+    prior = dict(mu_mean=0.0, mu_var=100.0, group_shape=1.0, group_scale=1.0)
+    assert np.all(np.isfinite(gibbs.one_way_exact(frame, "y", "g", **prior, resid_shape=0.0, resid_scale=0.0)))
+    for argument in ("resid_shape", "resid_scale"):
+        for value in (-1e-9, np.nan, np.inf):
+            bad = dict(resid_shape=0.0, resid_scale=0.0) | {argument: value}
+            with pytest.raises(DataError, match=f"{argument} must be a number of at least 0"):
+                gibbs.one_way_exact(frame, "y", "g", **prior, **bad)
+
+
+@pytest.mark.parametrize("argument", ["resid_shape", "resid_scale"])
+@pytest.mark.parametrize("value", [-1.0, -1e-300, np.nan, np.inf, -np.inf])
+def test_negative_residual_prior_is_an_error(argument, value):
+    frame = small_frame()
+    with pytest.raises(DataError, match=f"{argument} must be a number of at least 0"):
+        gibbs.one_way(frame, "y", "g", n_iter=10, **{argument: value})
+    with pytest.raises(DataError, match=f"{argument} must be a number of at least 0"):
+        gibbs.lmm("y ~ x + (1 | g)", frame, n_iter=10, **{argument: value})
+
+
+def test_group_variance_prior_must_stay_proper():
+    """A group variance's shape or scale of 0 would make the posterior improper: still an error."""
+    frame = small_frame()
+    for argument in ("group_shape", "group_scale"):
+        with pytest.raises(DataError, match=f"{argument} must be a positive number"):
+            gibbs.one_way(frame, "y", "g", n_iter=10, **{argument: 0.0})
+    for argument in ("var_shape", "var_scale"):
+        with pytest.raises(DataError, match=f"{argument} must be a positive number"):
+            gibbs.lmm("y ~ x + (1 | g)", frame, n_iter=10, **{argument: 0.0})
+
+
+def test_improper_residual_posterior_is_an_error():
+    """Where the model fits every observation, 1/sigma^2 gives an improper posterior: a response
+    constant within groups (one_way), or crossed factors whose 1 + 2 + 2 free coefficients fit 5
+    observations (lmm). A proper prior works on the same data."""
+    constant = pd.DataFrame({"y": [1.0, 1.0, 2.0, 2.0, 4.0, 4.0], "g": list("aabbcc")})
+    with pytest.raises(DataError, match="constant within every group.*resid_shape=1, resid_scale=None"):
+        gibbs.one_way(constant, "y", "g", n_iter=10)
+    gibbs.one_way(constant, "y", "g", resid_shape=1.0, resid_scale=None, n_iter=10)
+    crossed = pd.DataFrame({"y": [1.0, 2.5, 2.0, 4.2, 3.1], "g": list("aabbc"), "h": list("xyzxy")})
+    with pytest.raises(DataError, match="can fit every observation exactly"):
+        gibbs.lmm("y ~ 1 + (1 | g) + (1 | h)", crossed, n_iter=10)
+    gibbs.lmm("y ~ 1 + (1 | g) + (1 | h)", crossed, resid_shape=1.0, resid_scale=None, n_iter=10)
 
 
 def test_explicit_fixef_prior_forms_agree():
