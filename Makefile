@@ -133,8 +133,13 @@ lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) jupyterlab
 	$(BIN)/jupyter lab book/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
+# The peers (lme-python, mixedlm, statsmodels) live in their own venv, never in .venv: make
+# benchmark compares with them when it exists (benchmarks/peers.py --setup creates it).
+PEERS_VENV ?= /work/peers-venv
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	@if [ -x $(PEERS_VENV)/bin/python ]; then PEERS_VENV=$(PEERS_VENV) $(BIN)/python benchmarks/peers.py; \
+	else echo "no peers' venv at $(PEERS_VENV): $(BIN)/python benchmarks/peers.py --setup creates it"; fi
 
 clean:
 	rm -rf $(VENV) _build .pytest_cache .hypothesis
