@@ -84,7 +84,7 @@ between the first term and the others is ever formed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -234,6 +234,8 @@ class CrossProducts:
     @cached_property
     def ZtZ(self) -> np.ndarray:
         """Z'Z as one dense (q, q) array, the first term's columns first (dense path only)."""
+        if self.schur is not None:
+            raise ValueError("ZtZ is formed on the dense path only (sparse=False)")
         l1, p1 = self.Z1Z1.shape[:2]
         Z1Z1 = np.zeros((l1 * p1, l1 * p1))
         level = np.arange(l1 * p1).reshape(l1, p1)
@@ -347,10 +349,23 @@ class PlsSolution:
     factor: "CholeskyFactor"
     beta: np.ndarray
     u: np.ndarray  # spherical random effects, level by level within each term
-    # the block L_21 of L_theta (q_2, q_1), with the pattern of N = Z_2'Z_1
-    # (sparse on the sparse path): the computations never need it, ``L``
-    # shows it
-    L21: np.ndarray | sp.csr_matrix
+    N: np.ndarray | sp.csr_matrix = field(repr=False)  # Z_2'Z_1, for L21
+
+    @cached_property
+    def L21(self) -> np.ndarray | sp.csr_matrix:
+        """The block L_21 = Lambda_2' N (I x T_1 L_11,k^{-T}) of L_theta,
+        (q_2, q_1), with the pattern of N = Z_2'Z_1 (sparse on the sparse
+        path). The computations never need it: ``L`` shows it."""
+        f, N = self.factor, self.N
+        if sp.issparse(N):
+            k, a, b = np.indices(f.TLt.shape).reshape(3, -1)
+            p1 = f.TLt.shape[1]
+            blocks = sp.csr_matrix((f.TLt.ravel(), (k * p1 + a, k * p1 + b)),
+                                   shape=(N.shape[1],) * 2)
+            return sp.csr_matrix(f.Lam2.T @ (N @ blocks))
+        N_levels = N.reshape(N.shape[0], *f.TLt.shape[:2])
+        return f.Lam2.T @ np.einsum("ika,kab->ikb", N_levels,
+                                    f.TLt).reshape(N.shape)
 
     # the factor's numbers in the book's notation
     @property
@@ -634,21 +649,8 @@ def pls(theta: np.ndarray, design: Design, cp: CrossProducts) -> PlsSolution:
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     f = factorize(theta, design, cp)
     beta, u1, u2 = _estimates(f, design, cp)
-    # L_21 = Lambda_2' N (I x TLt): with the pattern of N (sparse on the
-    # sparse path)
-    N = cp.Z2Z1
-    if sp.issparse(N):
-        k, a, b = np.indices(f.TLt.shape).reshape(3, -1)
-        p1 = f.TLt.shape[1]
-        blocks = sp.csr_matrix((f.TLt.ravel(), (k * p1 + a, k * p1 + b)),
-                               shape=(N.shape[1],) * 2)
-        L21 = sp.csr_matrix(f.Lam2.T @ (N @ blocks))
-    else:
-        N_levels = N.reshape(cp.q2, *f.TLt.shape[:2])
-        L21 = f.Lam2.T @ np.einsum("ika,kab->ikb", N_levels,
-                                   f.TLt).reshape(N.shape)
     return PlsSolution(theta=theta, factor=f, beta=beta + cp.gamma,
-                       u=np.concatenate([u1.ravel(), u2]), L21=L21)
+                       u=np.concatenate([u1.ravel(), u2]), N=cp.Z2Z1)
 
 
 def criterion_from_parts(logdet_L2, logdet_RX2, r2, n: int, p: int,
