@@ -41,6 +41,7 @@ from .checks import DataError
 from .criterion import factorize
 from .optimizer import optimize_theta
 from .results import LmerFit
+from .simulate import psd_cholesky
 
 
 # ---- the variance parameters psi = (sd's and correlations of each term, sigma) ----------------------
@@ -66,24 +67,6 @@ def theta_to_psi(fit: LmerFit, theta: np.ndarray, sigma: float) -> np.ndarray:
     return np.array(out + [sigma])
 
 
-def _psd_cholesky(S: np.ndarray) -> np.ndarray | None:
-    """Lower Cholesky factor of a positive semi-definite matrix (zero columns allowed); None if not PSD."""
-    p = S.shape[0]
-    L = np.zeros_like(S)
-    for j in range(p):
-        d = S[j, j] - L[j, :j] @ L[j, :j]
-        if d < -1e-12 * max(1.0, abs(S[j, j])):
-            return None
-        L[j, j] = np.sqrt(max(d, 0.0))
-        for i in range(j + 1, p):
-            off = S[i, j] - L[i, :j] @ L[j, :j]
-            if L[j, j] > 0:
-                L[i, j] = off / L[j, j]
-            elif abs(off) > 1e-12:
-                return None
-    return L
-
-
 def psi_to_theta(fit: LmerFit, psi: np.ndarray) -> np.ndarray | None:
     """The inverse of :func:`theta_to_psi` (without sigma): theta, or None if psi is not a covariance."""
     sigma = psi[-1]
@@ -99,7 +82,7 @@ def psi_to_theta(fit: LmerFit, psi: np.ndarray) -> np.ndarray | None:
                 sd[r] = v
             else:
                 corr[r, c] = corr[c, r] = v
-        L = _psd_cholesky(np.outer(sd, sd) * corr)
+        L = psd_cholesky(np.outer(sd, sd) * corr)
         if L is None:
             return None
         theta.append(L[rows, cols] / sigma)

@@ -13,6 +13,8 @@ set can be fitted back with the same formula and the estimates compared with the
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,7 +55,24 @@ def _fixed_effects(names: list[str], fixef) -> np.ndarray:
 
 
 def _covariance(term, value) -> np.ndarray:
-    S = np.atleast_2d(np.asarray(value, dtype=float))
+    """A term's covariance as a p x p array. A DataFrame is read by its labels, which must be the
+    term's columns (in any order); one without labels (a default index on both axes) by position."""
+    if isinstance(value, pd.DataFrame):
+        columns = list(term.columns)
+        unlabelled = all(isinstance(axis, pd.RangeIndex) and axis.start == 0 for axis in value.axes)
+        if not unlabelled:
+            if sorted(map(str, value.index)) != sorted(columns) or sorted(map(str, value.columns)) != sorted(columns):
+                raise DataError(f"the covariance for {term.group!r} must have rows and columns labelled by the "
+                                f"term's columns {columns} (in any order), got rows {list(value.index)} and "
+                                f"columns {list(value.columns)}")
+            value = value.set_axis(list(map(str, value.index)), axis=0)
+            value = value.set_axis(list(map(str, value.columns)), axis=1).loc[columns, columns]
+        value = value.to_numpy()
+    try:
+        S = np.atleast_2d(np.asarray(value, dtype=float))
+    except (TypeError, ValueError):
+        raise DataError(f"the covariance for {term.group!r} must be a number or a matrix of numbers, "
+                        f"got {value!r}") from None
     if S.shape == (1, 1) and term.p > 1:
         raise DataError(f"the term ({' + '.join(term.columns)} | {term.group}) needs a {term.p} x {term.p} "
                         f"covariance matrix (columns {list(term.columns)}), got a single number")
@@ -67,9 +86,53 @@ def _covariance(term, value) -> np.ndarray:
     return S
 
 
+def _check_sigma(sigma, *, zero_allowed: bool) -> float:
+    """sigma as a float: a finite number, positive (or non-negative when ``zero_allowed``)."""
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise DataError(f"sigma must be a number, the residual standard deviation, got {sigma!r}")
+    sigma = float(sigma)
+    if not (0 <= sigma < np.inf if zero_allowed else 0 < sigma < np.inf):
+        kind = "a non-negative standard deviation" if zero_allowed else "a positive, finite residual standard deviation"
+        raise DataError(f"sigma must be {kind}, got {sigma}; it must be finite")
+    return sigma
+
+
+def term_labels(design: Design) -> list[str]:
+    """The random-effects terms' labels as lme4 prints them and ``LmerFit.covariances()`` keys
+    them: the grouping factor, with .1, .2, ... added when a factor has several terms."""
+    seen: dict[str, int] = {}
+    labels = []
+    for t in design.terms:
+        k = seen.get(t.group, 0)
+        labels.append(t.group if k == 0 else f"{t.group}.{k}")
+        seen[t.group] = k + 1
+    return labels
+
+
+def _covariances_by_term(design: Design, covariances) -> list:
+    """The covariance of each term, in the order of the terms, from a dict or Series keyed by the
+    terms' labels (``term_labels``) or a sequence in the terms' order."""
+    labels = term_labels(design)
+    if isinstance(covariances, Mapping | pd.Series):
+        keys = list(covariances.keys())
+        missing = [g for g in labels if g not in keys]
+        extra = [g for g in keys if g not in labels]
+        if missing or extra:
+            raise DataError(f"covariances must be keyed by the grouping factors {labels} (fit.covariances() "
+                            f"shows them); missing {missing}, not in the model {extra}")
+        return [covariances[g] for g in labels]
+    if isinstance(covariances, list | tuple):
+        if len(covariances) != len(labels):
+            raise DataError(f"covariances has {len(covariances)} entries but the model has {len(labels)} "
+                            f"random-effects terms (grouping factors {labels})")
+        return list(covariances)
+    raise DataError(f"covariances must be a dict keyed by the grouping factors {labels} or a list in the "
+                    f"order of the terms, got {type(covariances).__name__}")
+
+
 def _simulation_design(design: pd.DataFrame, formula: str, fixef, covariances: dict, sigma: float):
-    """The checks shared by the simulators, and the model's design and fixed effects:
-    (response name, Design, beta)."""
+    """The checks shared by the simulators, and the model's design, fixed effects and each term's
+    covariance: (response name, Design, beta, covariances in the terms' order, sigma)."""
     require_frame(design)
     parsed = parse_formula(formula)
     response = parsed.response
@@ -77,20 +140,15 @@ def _simulation_design(design: pd.DataFrame, formula: str, fixef, covariances: d
         raise DataError(f"the response of a simulation formula must be a plain column name, got {response!r}")
     if response in design.columns:
         raise DataError(f"the design already has a column {response!r}; drop it or name the response differently")
-    if not 0 <= sigma < np.inf:
-        raise DataError(f"sigma must be a non-negative standard deviation, got {sigma}; it must be finite")
+    sigma = _check_sigma(sigma, zero_allowed=True)
     d = build_design(parsed, design.assign(**{response: 0.0}), stacklevel=3, check_response=False)
     beta = _fixed_effects(list(d.x_names), fixef)
     groups = [t.group for t in d.terms]
-    missing = [g for g in groups if g not in covariances]
-    extra = [g for g in covariances if g not in groups]
-    if missing or extra:
-        raise DataError(f"covariances must be keyed by the grouping factors {groups}; missing {missing}, "
-                        f"not in the model {extra}")
     if len(set(groups)) < len(groups):
         raise DataError(f"two random-effects terms share a grouping factor ({groups}), so one covariance per "
                         "factor cannot describe them; write them as one term with a block-diagonal covariance")
-    return response, d, beta
+    values = [_covariance(t, v) for t, v in zip(d.terms, _covariances_by_term(d, covariances))]
+    return response, d, beta, values, sigma
 
 
 def simulate_design(design: pd.DataFrame, formula: str, fixef, covariances: dict, sigma: float,
@@ -110,12 +168,11 @@ def simulate_design(design: pd.DataFrame, formula: str, fixef, covariances: dict
     sigma : residual standard deviation.
     seed : seed of ``numpy.random.default_rng``.
     """
-    response, d, beta = _simulation_design(design, formula, fixef, covariances, sigma)
+    response, d, beta, values, sigma = _simulation_design(design, formula, fixef, covariances, sigma)
     rng = np.random.default_rng(seed)
     y = d.X @ beta if d.offset is None else d.offset + d.X @ beta
     drawn, cov_frames = {}, {}
-    for t in d.terms:
-        S = _covariance(t, covariances[t.group])
+    for t, S in zip(d.terms, values):
         b = rng.multivariate_normal(np.zeros(t.p), S, size=t.n_levels, method="eigh")
         y = y + np.sum(t.X * b[t.codes], axis=1)
         drawn[t.group] = pd.DataFrame(b, index=pd.Index(t.levels, name=t.group), columns=list(t.columns))
@@ -141,12 +198,11 @@ def simulate_responses(design: pd.DataFrame, formula: str, fixef, covariances: d
     """
     if not (isinstance(nsim, int | np.integer) and nsim >= 1):
         raise DataError(f"nsim must be a positive whole number of responses, got {nsim!r}")
-    response, d, beta = _simulation_design(design, formula, fixef, covariances, sigma)
+    response, d, beta, values, sigma = _simulation_design(design, formula, fixef, covariances, sigma)
     rng = np.random.default_rng(seed)
     mean = d.X @ beta if d.offset is None else d.offset + d.X @ beta
     Y = np.repeat(mean[:, None], nsim, axis=1)
-    for t in d.terms:
-        S = _covariance(t, covariances[t.group])
+    for t, S in zip(d.terms, values):
         b = rng.multivariate_normal(np.zeros(t.p), S, size=(nsim, t.n_levels), method="eigh")  # (nsim, l, p)
         Y += np.einsum("ip,kip->ik", t.X, b[:, t.codes, :])
     Y += sigma * rng.standard_normal(Y.shape)
@@ -155,16 +211,24 @@ def simulate_responses(design: pd.DataFrame, formula: str, fixef, covariances: d
     return out
 
 
-def _lower_factor(S: np.ndarray) -> np.ndarray:
-    """A lower-triangular L with L L' = S and a nonnegative diagonal, for any positive
-    semi-definite S (Cholesky where S is definite; from a QR of a square root where it is not)."""
-    try:
-        return np.linalg.cholesky(S)
-    except np.linalg.LinAlgError:
-        w, V = np.linalg.eigh(S)
-        root = V * np.sqrt(np.clip(w, 0.0, None))  # root root' = S
-        R = np.linalg.qr(root.T, mode="r")  # root' = Q R, so S = R' R
-        return R.T * np.where(np.diag(R) < 0, -1.0, 1.0)
+def psd_cholesky(S: np.ndarray) -> np.ndarray | None:
+    """Lower Cholesky factor :math:`L` (:math:`LL^\top = S`, nonnegative diagonal) of a positive
+    semi-definite matrix, zero columns allowed where :math:`S` is singular; None if :math:`S` is
+    not positive semi-definite."""
+    p = S.shape[0]
+    L = np.zeros_like(S)
+    for j in range(p):
+        d = S[j, j] - L[j, :j] @ L[j, :j]
+        if d < -1e-12 * max(1.0, abs(S[j, j])):
+            return None
+        L[j, j] = np.sqrt(max(d, 0.0))
+        for i in range(j + 1, p):
+            off = S[i, j] - L[i, :j] @ L[j, :j]
+            if L[j, j] > 0:
+                L[i, j] = off / L[j, j]
+            elif abs(off) > 1e-12:
+                return None
+    return L
 
 
 def true_theta(model, covariances, sigma: float) -> np.ndarray:
@@ -186,36 +250,21 @@ def true_theta(model, covariances, sigma: float) -> np.ndarray:
     ----------
     model : a fitted model (``LmerFit``) or its ``Design``; only theta's layout is read.
     covariances : :math:`\Sigma_t` for each random-effects term, in the columns of the term
-        (``fit.covariances()`` shows them): a dict keyed by grouping factor, as for
-        ``simulate_design``, or a sequence in the order of the terms (needed when two terms
-        share a grouping factor, as in ``(x || g)``); a number for a scalar term.
+        (``fit.covariances()`` shows them; a DataFrame is read by its row and column labels): a
+        dict or Series keyed as ``fit.covariances()`` (the grouping factor, with .1, .2, ...
+        when a factor has several terms, as in ``(x || g)``), or a list in the order of the
+        terms; a number for a scalar term.
     sigma : the residual standard deviation, positive.
     """
     design = getattr(model, "design", model)
     if not isinstance(design, Design):
         raise DataError(f"true_theta needs a fitted model or its design, got {type(model).__name__}")
-    if not 0 < sigma < np.inf:
-        raise DataError(f"sigma must be a positive, finite residual standard deviation, got {sigma}")
-    terms = design.terms
-    if isinstance(covariances, dict | pd.Series):
-        groups = [t.group for t in terms]
-        if len(set(groups)) < len(groups):
-            raise DataError(f"two random-effects terms share a grouping factor ({groups}), so a dict keyed by "
-                            "factor cannot tell them apart; pass the covariances as a list in the order of "
-                            "the terms")
-        missing = [g for g in groups if g not in covariances]
-        extra = [g for g in covariances if g not in groups]
-        if missing or extra:
-            raise DataError(f"covariances must be keyed by the grouping factors {groups}; missing {missing}, "
-                            f"not in the model {extra}")
-        values = [covariances[g] for g in groups]
-    else:
-        values = list(covariances)
-        if len(values) != len(terms):
-            raise DataError(f"covariances has {len(values)} entries but the model has {len(terms)} "
-                            f"random-effects terms (grouping factors {[t.group for t in terms]})")
+    sigma = _check_sigma(sigma, zero_allowed=False)
     parts = []
-    for t, value in zip(terms, values):
-        S = _covariance(t, value.to_numpy() if isinstance(value, pd.DataFrame) else value)
-        parts.append(_lower_factor(S / sigma**2)[t.lower])
+    for t, value in zip(design.terms, _covariances_by_term(design, covariances)):
+        S = _covariance(t, value)
+        T = psd_cholesky(S / sigma**2)
+        if T is None:  # within _covariance's tolerance but not the factor's
+            raise DataError(f"the covariance for {t.group!r} is not positive semi-definite")
+        parts.append(T[t.lower])
     return canonical_theta(np.concatenate(parts), design)

@@ -52,8 +52,33 @@ def test_terms_sharing_a_factor_take_a_list(fits):
     fit = fits["psid_uncorrelated_reml"]
     variances = [S for _, S in lme4_covariances(ref)]  # (Intercept), then cyear: the terms' order
     np.testing.assert_allclose(true_theta(fit, variances, ref["sigma"]), ref["theta"], rtol=1e-6)
-    with pytest.raises(DataError, match="share a grouping factor"):
+    with pytest.raises(DataError, match=r"missing \['person.1'\]"):
         true_theta(fit, {"person": 1.0}, 1.0)
+
+
+def test_terms_sharing_a_factor_take_the_labels_of_covariances(fits):
+    """lme4 labels the two terms of (cyear || person) person and person.1, as fit.covariances()
+    keys them: a dict (or Series) with those keys is unambiguous."""
+    ref = REFERENCE["models"]["psid_uncorrelated_reml"]
+    fit = fits["psid_uncorrelated_reml"]
+    covariances = dict(lme4_covariances(ref))
+    assert list(covariances) == list(fit.covariances()) == ["person", "person.1"]
+    np.testing.assert_allclose(true_theta(fit, covariances, ref["sigma"]), ref["theta"], rtol=1e-6)
+    np.testing.assert_allclose(true_theta(fit, pd.Series(covariances), ref["sigma"]), ref["theta"], rtol=1e-6)
+
+
+def test_a_data_frame_is_read_by_its_labels(fits):
+    """lme4's covariance of psid_reml with its rows and columns reversed gives lme4's theta."""
+    ref = REFERENCE["models"]["psid_reml"]
+    fit = fits["psid_reml"]
+    (group, S), = lme4_covariances(ref)
+    names = ["(Intercept)", "cyear"]
+    frame = pd.DataFrame(S, index=names, columns=names).iloc[::-1, ::-1]
+    np.testing.assert_allclose(true_theta(fit, {group: frame}, ref["sigma"]), ref["theta"], rtol=1e-6)
+    np.testing.assert_allclose(true_theta(fit, pd.Series({group: frame}), ref["sigma"]), ref["theta"],
+                               rtol=1e-6)
+    with pytest.raises(DataError, match=r"labelled by the term's columns \['\(Intercept\)', 'cyear'\]"):
+        true_theta(fit, {group: frame.rename(columns={"cyear": "year"})}, ref["sigma"])
 
 
 def test_closed_form_and_singular_covariance(fits):
@@ -88,3 +113,10 @@ def test_nothing_modified_and_bad_input(fits):
         true_theta(fit, [np.eye(2), np.eye(2)], 1.0)
     with pytest.raises(DataError, match="fitted model or its design"):
         true_theta("psid", {"person": np.eye(2)}, 1.0)
+    with pytest.raises(DataError, match="covariances must be a dict"):
+        true_theta(fit, 1.0, 1.0)
+    for bad in ("1", None):
+        with pytest.raises(DataError, match="sigma must be a number"):
+            true_theta(fit, {"person": np.eye(2)}, bad)
+    with pytest.raises(DataError, match="matrix of numbers"):
+        true_theta(fit, {"person": "identity"}, 1.0)
