@@ -48,7 +48,7 @@ For an :math:`L` of several rows, :math:`L C L^\top = P D P^\top` splits the F s
 are central finite differences (statsmodels' ``approx_hess3`` and ``approx_fprime``), as lmerTest
 uses numerical derivatives; on the boundary (a singular fit) they step to negative
 :math:`\theta`, where the deviance is the mirror image, and eigenvalues of :math:`H` within
-1e-8 of 0 are left out of the inverse, as in lmerTest.
+1e-8 of 0 are left out of the inverse, with a warning, as in lmerTest.
 """
 
 from __future__ import annotations
@@ -206,6 +206,34 @@ def reduce_restriction(L, n_fixed: int) -> np.ndarray:
     return Vt[:rank]
 
 
+def _by_label(L, names: list[str]):
+    """A labelled L (a DataFrame with one column per fixed effect, or a Series for one row) as an
+    array in the fit's order of the fixed effects; anything else unchanged (read by position)."""
+    if not isinstance(L, pd.DataFrame | pd.Series):
+        return L
+    labels = list(L.columns if isinstance(L, pd.DataFrame) else L.index)
+    unknown = [c for c in labels if c not in names]
+    missing = [n for n in names if n not in labels]
+    if unknown or missing or len(set(labels)) < len(labels):
+        raise DataError(f"L's labels must be the fixed effects {names}, each once (give 0 to a coefficient "
+                        f"that is not in a combination); not fixed effects: {unknown}, missing: {missing}")
+    return L[names].to_numpy() if isinstance(L, pd.DataFrame) else L[names].to_numpy()[None, :]
+
+
+def _hypothesis(large: LmerFit, small, reduce: bool) -> np.ndarray:
+    """The restriction matrix of a test: from a smaller fit of the same data
+    (``restriction_matrix``), or the given L (labels matched to the fixed effects), reduced to
+    a basis of its row space (``reduce_restriction``) if ``reduce``, else only checked."""
+    names = list(large.design.x_names)
+    if isinstance(small, LmerFit):
+        if small.nobs != large.nobs or not np.allclose(small.design.y, large.design.y):
+            raise DataError("the two models were fitted to different data; fit both to the same rows")
+        return restriction_matrix(large, small.design.X)
+    L = _by_label(small, names)
+    basis = reduce_restriction(L, len(names))  # the checks: width, finite entries, a nonzero row
+    return basis if reduce else np.atleast_2d(np.asarray(L, dtype=float))
+
+
 def _moment_matching(Phi: np.ndarray, P: list[np.ndarray], W: np.ndarray, L: np.ndarray) -> tuple[float, float, float]:
     """pbkrtest's approximation: scaling lambda, denominator df m, and A2 (Kenward and Roger 1997, sec. 4)."""
     ell = L.shape[0]
@@ -234,16 +262,12 @@ def kenward_roger(large: LmerFit, small) -> KenwardRogerTest:
     large : the larger model (fitted by REML; an ML fit is refitted by REML first).
     small : the smaller model with the same random effects, fitted to the same data (an
         ``LmerFit``), or directly the restriction matrix L (rows: linear combinations of the
-        larger model's fixed effects that are 0 under the null). Zero rows and rows that are
+        larger model's fixed effects that are 0 under the null; a DataFrame is read by its
+        column labels, the names of ``large.fixef``). Zero rows and rows that are
         combinations of others are dropped (``reduce_restriction``), so the numerator degrees of
         freedom are the rank of L, as in pbkrtest.
     """
-    if isinstance(small, LmerFit):
-        if small.nobs != large.nobs or not np.allclose(small.design.y, large.design.y):
-            raise DataError("the two models were fitted to different data; fit both to the same rows")
-        L = restriction_matrix(large, small.design.X)
-    else:
-        L = reduce_restriction(small, len(large.design.x_names))  # full row rank: rows = rank
+    L = _hypothesis(large, small, reduce=True)  # full row rank: rows = rank
     fit = large.update(reml=True)
     Phi, P, W, Phi_A = kr_pieces(fit)
     ell = L.shape[0]  # the rank of L (chapter 6's l)
@@ -311,7 +335,8 @@ def _covariance_of_beta(varpar: np.ndarray, fit: LmerFit) -> np.ndarray:
 def satterthwaite_pieces(fit: LmerFit) -> SatterthwaitePieces:
     """C, A = 2 H^{-1} and dC/dphi at the fit's (theta, sigma) (module docstring). A Hessian with a
     negative eigenvalue (the fit is not at a minimum) gives a ``ConvergenceWarning``, as lmerTest
-    warns; eigenvalues within 1e-8 of 0 are left out of the inverse."""
+    warns; eigenvalues within 1e-8 of 0 are left out of the inverse, with a ``ConvergenceWarning``
+    too, as lmerTest ("may not have converged ... close to zero")."""
     varpar = np.append(fit.theta, fit.sigma)
     H = approx_hess3(varpar, _unprofiled_deviance, args=(fit,))
     values, vectors = np.linalg.eigh(0.5 * (H + H.T))
@@ -319,6 +344,12 @@ def satterthwaite_pieces(fit: LmerFit) -> SatterthwaitePieces:
         warnings.warn(f"the Hessian of the deviance in (theta, sigma) has negative eigenvalues "
                       f"({', '.join(f'{v:.1e}' for v in values[values < -EIGEN_TOLERANCE])}): the fit may not "
                       "have converged, and the Satterthwaite df are unreliable", ConvergenceWarning, stacklevel=3)
+    zero = np.abs(values) <= EIGEN_TOLERANCE
+    if np.any(zero):
+        warnings.warn(f"the Hessian of the deviance in (theta, sigma) has eigenvalues close to zero "
+                      f"({', '.join(f'{v:.1e}' for v in values[zero])}): the fit may not have converged; "
+                      "those directions are left out of the covariance of (theta, sigma), as lmerTest does",
+                      ConvergenceWarning, stacklevel=3)
     keep = values > EIGEN_TOLERANCE
     A = 2.0 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
     p = len(fit.solution.beta)
@@ -356,7 +387,8 @@ def satterthwaite(fit: LmerFit, L=None):
     fit : a fit from ``lmmnotes.lmer``, by REML or ML (the df use the criterion it was fitted by,
         as lmerTest does).
     L : ``None`` for the t test of each coefficient; or a restriction matrix (one column per fixed
-        effect, one row per combination; a vector is one row) for the F test of
+        effect, one row per combination; a vector is one row; a DataFrame, or a Series for one
+        row, is read by its labels, the names of ``fit.fixef``) for the F test of
         :math:`L\beta = 0`; or a smaller ``LmerFit`` with the same random effects, fitted to the
         same data, whose fixed effects are the null hypothesis.
 
@@ -373,13 +405,8 @@ def satterthwaite(fit: LmerFit, L=None):
         raise DataError(f"satterthwaite needs a fit from lmmnotes.lmer, got {type(fit).__name__}")
     names = list(fit.design.x_names)
     p = len(names)
-    if isinstance(L, LmerFit):
-        if L.nobs != fit.nobs or not np.allclose(L.design.y, fit.design.y):
-            raise DataError("the two models were fitted to different data; fit both to the same rows")
-        L = restriction_matrix(fit, L.design.X)
-    elif L is not None:
-        reduce_restriction(L, p)  # the checks: width, finite entries, a nonzero row
-        L = np.atleast_2d(np.asarray(L, dtype=float))
+    if L is not None:
+        L = _hypothesis(fit, L, reduce=False)
     pieces = satterthwaite_pieces(fit)
     beta = fit.solution.beta
     if L is None:
@@ -391,9 +418,7 @@ def satterthwaite(fit: LmerFit, L=None):
         return pd.DataFrame(rows, index=names, columns=["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"])
     d, P = np.linalg.eigh(L @ pieces.vcov_beta @ L.T)
     d, P = d[::-1], P[:, ::-1]  # largest first, as R's eigen
-    q = int(np.sum(d > max(np.sqrt(np.finfo(float).eps) * d[0], 0.0)))
-    if q == 0:
-        raise DataError("L beta has no variance: every combination in L is 0 whatever beta is")
+    q = int(np.sum(d > max(np.sqrt(np.finfo(float).eps) * d[0], 0.0)))  # >= 1: L != 0, C definite
     PtL = P[:, :q].T @ L
     nu = np.array([_contrast_df(pieces, row)[1] for row in PtL])
     F = float(np.sum((PtL @ beta) ** 2 / d[:q]) / q)

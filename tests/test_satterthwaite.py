@@ -175,3 +175,77 @@ def test_a_fit_away_from_the_optimum_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         satterthwaite(fit)  # at the optimum: no warning
+
+
+def test_a_labelled_l_is_read_by_its_labels():
+    """L as a DataFrame (or a Series for one row) is matched to the fixed effects by name: the
+    cyear row with the columns in reverse order is lmerTest's t test of cyear, squared."""
+    fit = fit_of("psid")
+    ref = CASES["psid"]["coefficients"]
+    names = list(fit.fixef.index)
+    j = names.index("cyear")
+    row = pd.Series(np.eye(len(names))[j], index=names)
+    for L in (row.iloc[::-1].to_frame().T, row.iloc[::-1]):
+        test = satterthwaite(fit, L)
+        assert test.statistic == pytest.approx(ref["t_value"][j] ** 2, rel=REL)
+        assert test.ddf == pytest.approx(ref["df"][j], rel=REL)
+    with pytest.raises(DataError, match=r"not fixed effects: \['year'\], missing: \['cyear'\]"):
+        satterthwaite(fit, row.rename({"cyear": "year"}))
+    with pytest.raises(DataError, match=r"missing: \['educ'\]"):
+        satterthwaite(fit, row.drop("educ"))
+
+
+def test_kenward_roger_reads_a_labelled_l_by_its_labels():
+    """pbkrtest's KRmodcomp of psid with a two-row L (tests/reference/inference.json), the L given
+    as a DataFrame whose columns are in another order than the fixed effects."""
+    ref = json.loads((ROOT / "tests" / "reference" / "inference.json").read_text())["kenward_roger"]
+    full = fit_of("psid")
+    at_lme4 = lmmnotes.LmerFit.from_theta(full.design, full.cross_products, True,
+                                          np.array(ref["psid_full_theta"]))
+    test = ref["psid_restriction"]
+    names = list(full.fixef.index)
+    L = pd.DataFrame(np.array(test["L"], dtype=float), columns=names).iloc[:, ::-1]
+    out = lmmnotes.kenward_roger(at_lme4, L)
+    assert out.ndf == test["ndf"]
+    assert out.statistic == pytest.approx(test["statistic"], rel=1e-4)
+    assert out.ddf == pytest.approx(test["ddf"], rel=1e-4)
+    assert out.scaling == pytest.approx(test["scaling"], rel=1e-4)
+    with pytest.raises(DataError, match="L's labels must be the fixed effects"):
+        lmmnotes.kenward_roger(at_lme4, L.rename(columns={"educ": "education"}))
+
+
+def test_eigenvalues_of_the_hessian_near_zero_warn_as_lmertest():
+    """Closed form: in a balanced one-way layout whose between-group mean square equals the
+    within-group one, the REML estimate of the group variance is exactly 0 and the REML criterion
+    is flat to second order there, so the Hessian in (theta, sigma) at theta = 0 has an eigenvalue
+    0. lmerTest (as_lmerModLT) warns "Model may not have converged with 1 eigenvalue close to
+    zero" and leaves that direction out of the inverse."""
+    from lmmnotes.checks import ConvergenceWarning
+    from lmmnotes.results import LmerFit
+
+    rng = np.random.default_rng(3)
+    a, n = 4, 3
+    g = np.repeat(np.arange(a), n)
+    y = rng.normal(size=a * n)
+    means = np.array([y[g == k].mean() for k in range(a)])
+    within = y - means[g]
+    ratio = (np.sum(within**2) / (a * (n - 1))) / (n * np.sum((means - means.mean()) ** 2) / (a - 1))
+    data = pd.DataFrame({"y": 10 + np.sqrt(ratio) * (means[g] - means.mean()) + within,
+                         "g": [f"g{k}" for k in g]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularFitWarning)
+        fit = lmmnotes.lmer("y ~ 1 + (1 | g)", data)
+    at_zero = LmerFit.from_theta(fit.design, fit.cross_products, True, np.array([0.0]))
+    with pytest.warns(ConvergenceWarning, match="close to zero"):
+        pieces = satterthwaite_pieces(at_zero)
+    assert np.linalg.matrix_rank(pieces.vcov_varpar) == 1
+
+
+def test_combined_df_as_lmertest_get_fstat_ddf():
+    """lmerTest's get_Fstat_ddf: 2 when some nu <= 2, else 2E/(E - q) with E = sum nu/(nu - 2)."""
+    from lmmnotes.fixed_effect_tests import _combined_df
+
+    assert _combined_df(np.array([1.5, 10.0])) == 2.0
+    assert _combined_df(np.array([2.0, 10.0])) == 2.0
+    assert _combined_df(np.array([3.0, 4.0, 6.0])) == pytest.approx(2 * 6.5 / (6.5 - 3))
+    assert _combined_df(np.array([7.0, 7.0])) == 7.0
