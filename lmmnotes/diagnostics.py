@@ -19,21 +19,29 @@ r"""Checking a fitted mixed model and summarizing its size: the tools of chapter
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 
 from .checks import DataError, LmmWarning, SingularFitWarning, require_columns, require_frame
+from .design import build_design
 from .fit import lmer
+from .formula import parse_formula
 from .results import LmerFit
 
 
 class InfluenceWarning(LmmWarning):
     """Some leave-one-group-out refits did not converge or were singular; their rows are
     marked in ``GroupInfluence.status``."""
+
+
+class SimulationCheckWarning(LmmWarning):
+    """Some simulated values of a statistic were missing (NaN) and were left out of its p-value."""
 
 
 # ---- rePCA -----------------------------------------------------------------------------------
@@ -53,13 +61,7 @@ def repca(fit: LmerFit) -> dict[str, pd.DataFrame]:
         blocks.setdefault(t.group, []).append(t.template(fit.theta[s]))
     out = {}
     for group, templates in blocks.items():
-        size = sum(T.shape[0] for T in templates)
-        L = np.zeros((size, size))
-        k = 0
-        for T in templates:
-            L[k:k + T.shape[0], k:k + T.shape[0]] = T
-            k += T.shape[0]
-        d = np.linalg.svd(L, compute_uv=False)
+        d = np.linalg.svd(scipy.linalg.block_diag(*templates), compute_uv=False)
         total = np.sum(d**2)
         share = d**2 / total if total > 0 else np.full(len(d), np.nan)
         out[group] = pd.DataFrame({"sdev": d, "proportion": share, "cumulative": np.cumsum(share)},
@@ -93,11 +95,20 @@ def variance_components(fit: LmerFit) -> VarianceComponents:
     extension). Warns (``SingularFitWarning``) for a singular fit: the R package performance
     then returns NA; here the numbers are computed, with the zero variance in them.
     """
+    _warn_if_singular(fit)
+    return _components(fit)
+
+
+def _warn_if_singular(fit: LmerFit) -> None:
+    """The warning of the public functions below, at their caller's line (one per call)."""
     if fit.is_singular:
         warnings.warn("the fit is singular (some variance is 0 or a correlation +/-1); the random "
                       "variance includes that boundary estimate, and the R package performance would "
                       "refuse to compute it: simplify the random effects first", SingularFitWarning,
                       stacklevel=3)
+
+
+def _components(fit: LmerFit) -> VarianceComponents:
     Xb = fit.design.X @ fit.solution.beta
     fixed = float(np.var(Xb, ddof=1))
     random = 0.0
@@ -119,7 +130,8 @@ def r2_nakagawa(fit: LmerFit) -> pd.Series:
     fixed effects explain, :math:`R^2_c` the share fixed and random effects explain together.
     Matches ``performance::r2_nakagawa`` for Gaussian fits.
     """
-    v = variance_components(fit)
+    _warn_if_singular(fit)
+    v = _components(fit)
     total = v.fixed + v.random + v.residual
     return pd.Series({"marginal": v.fixed / total, "conditional": (v.fixed + v.random) / total}, name="R2")
 
@@ -135,7 +147,8 @@ def icc(fit: LmerFit) -> pd.Series:
     the correlation of two observations in one group given the fixed effects (chapter 1); with
     random slopes it is an average over the rows, not a correlation.
     """
-    v = variance_components(fit)
+    _warn_if_singular(fit)
+    v = _components(fit)
     return pd.Series({"adjusted": v.random / (v.random + v.residual),
                       "unadjusted": v.random / (v.fixed + v.random + v.residual)}, name="ICC")
 
@@ -148,7 +161,6 @@ class GroupInfluence:
     group: str
     fixef: pd.Series  # the full fit's fixed effects
     fixef_without: pd.DataFrame  # one row per group left out
-    sigma_without: pd.Series
     status: pd.Series  # "converged", "singular" or "not converged", per refit
     vcov: pd.DataFrame  # the full fit's covariance matrix of the fixed effects
 
@@ -177,7 +189,8 @@ class GroupInfluence:
 def influence_groups(fit: LmerFit, data: pd.DataFrame, group: str) -> GroupInfluence:
     r"""Refit ``fit`` once without each level of ``group`` (lme4's ``influence(fit, groups=)``).
 
-    ``data`` is the data frame the model was fitted to (not modified); each refit uses the rows
+    ``data`` is the data frame the model was fitted to (not modified; other data, with other
+    rows or another response, are a DataError); each refit uses the rows
     whose ``group`` differs from one level, with the same formula and criterion, starting at the
     full fit's :math:`\hat\theta`, as lme4 does. Column transforms in the formula (``scale(x)``)
     are recomputed on each subset. Levels are in order of first appearance. Warns
@@ -188,18 +201,28 @@ def influence_groups(fit: LmerFit, data: pd.DataFrame, group: str) -> GroupInflu
     levels = pd.unique(data[group].dropna())
     if len(levels) < 3:
         raise DataError(f"{group!r} has {len(levels)} levels; leaving one out needs at least 3")
-    rows, sigmas, status = [], [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LmmWarning)
+        design = build_design(parse_formula(fit.formula), data)
+    if (design.nobs != fit.nobs or design.X.shape != fit.design.X.shape
+            or not np.allclose(design.response, fit.design.response) or not np.allclose(design.X, fit.design.X)):
+        raise DataError(f"data is not the data the model was fitted to ({design.nobs} rows used with the "
+                        f"formula, the fit used {fit.nobs}, or the response or predictors differ); pass the "
+                        "data frame given to lmer")
+    rows, status = [], []
     for level in levels:
         subset = data.loc[data[group] != level]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", LmmWarning)
             refit = lmer(fit.formula, subset, reml=fit.reml, start=fit.theta)
         if list(refit.fixef.index) != list(fit.fixef.index):
-            raise DataError(f"leaving out {group} = {level!r} changes the fixed effects "
-                            f"({list(refit.fixef.index)} instead of {list(fit.fixef.index)}): a factor "
-                            "level exists only in that group")
+            lost = [name for name in fit.fixef.index if name not in refit.fixef.index]
+            raise DataError(f"leaving out {group} = {_plain(level)} changes the fixed effects (without it "
+                            f"{lost} cannot be estimated: a factor level that only that group has, or a "
+                            "predictor that is constant or aliased in the other groups); lme4 cannot "
+                            "compare such refits either: recode or drop that predictor, or fit the model "
+                            "without that group, before computing the influence")
         rows.append(refit.fixef.to_numpy())
-        sigmas.append(refit.sigma)
         status.append(refit.status)
     index = pd.Index([str(v) for v in levels], name=group)
     status = pd.Series(status, index=index, name="status")
@@ -210,8 +233,12 @@ def influence_groups(fit: LmerFit, data: pd.DataFrame, group: str) -> GroupInflu
                       InfluenceWarning, stacklevel=2)
     return GroupInfluence(group=group, fixef=fit.fixef,
                           fixef_without=pd.DataFrame(np.array(rows), index=index, columns=fit.fixef.index),
-                          sigma_without=pd.Series(sigmas, index=index, name="sigma"), status=status,
-                          vcov=fit.vcov)
+                          status=status, vcov=fit.vcov)
+
+
+def _plain(level) -> str:
+    """A level as the user wrote it: 0, not np.int64(0)."""
+    return repr(level.item() if isinstance(level, np.generic) else level)
 
 
 # ---- simulation-based check --------------------------------------------------------------------
@@ -226,11 +253,22 @@ class SimulationCheck:
         r"""Two-sided Monte Carlo p-value of each statistic,
         :math:`\min\{1, 2\min(k_{\le}+1, k_{\ge}+1)/(B+1)\}`, with :math:`k_{\le}` and
         :math:`k_{\ge}` the numbers of the :math:`B` simulated values at or below and at or above
-        the observed one."""
-        B = len(self.simulated)
+        the observed one. Missing (NaN) simulated values are left out, :math:`B` counting the
+        others, with a ``SimulationCheckWarning``; a missing observed value is a DataError."""
+        missing = self.observed.index[self.observed.isna()]
+        if len(missing):
+            raise DataError(f"the observed value of {list(missing)} is missing (NaN), so it has no p-value; "
+                            "make the statistic return a number on the observed response")
+        B = self.simulated.notna().sum()
+        dropped = B[B < len(self.simulated)]
+        if len(dropped):
+            warnings.warn(f"{', '.join(f'{name!r}: {len(self.simulated) - b} of {len(self.simulated)}' for name, b in dropped.items())} "
+                          "simulated values are missing (NaN) and were left out of the p-values",
+                          SimulationCheckWarning, stacklevel=2)
         low = (self.simulated <= self.observed).sum() + 1
         high = (self.simulated >= self.observed).sum() + 1
-        return (2 * np.minimum(low, high) / (B + 1)).clip(upper=1.0).rename("p")
+        p = (2 * np.minimum(low, high) / (B + 1)).clip(upper=1.0)
+        return p.where(B > 0).rename("p")
 
 
 def simulation_check(fit: LmerFit, statistic: Callable[[pd.Series], object], nsim: int = 200,
@@ -246,11 +284,28 @@ def simulation_check(fit: LmerFit, statistic: Callable[[pd.Series], object], nsi
     observed_y = pd.Series(fit.design.response, index=fit.design.row_index, name="y")
     observed = _as_series(statistic(observed_y))
     sims = fit.simulate(nsim, seed=seed)
-    rows = [_as_series(statistic(sims[c].rename("y"))) for c in sims.columns]
+    rows = []
+    for c in sims.columns:
+        row = _as_series(statistic(sims[c].rename("y")))
+        if list(row.index) != list(observed.index):
+            raise DataError(f"the statistic returned the labels {list(row.index)} on a simulated response and "
+                            f"{list(observed.index)} on the observed one; it must return the same labels every "
+                            "time (e.g. value_counts().reindex(levels, fill_value=0))")
+        rows.append(row)
     return SimulationCheck(observed=observed, simulated=pd.DataFrame(rows).reset_index(drop=True))
 
 
 def _as_series(value) -> pd.Series:
+    """A statistic's value as a Series of floats; anything but a number or a Series of numbers
+    is a DataError."""
+    what = ("statistic must return a number or a pandas Series of numbers (one per statistic, "
+            "labelled by name)")
     if isinstance(value, pd.Series):
-        return value.astype(float)
-    return pd.Series({"statistic": float(value)})
+        try:
+            return value.astype(float)
+        except (TypeError, ValueError):
+            raise DataError(f"{what}; it returned a Series of {value.dtype}") from None
+    if isinstance(value, numbers.Real):
+        return pd.Series({"statistic": float(value)})
+    hint = "; wrap an array as pd.Series(values, index=names)" if isinstance(value, np.ndarray) else ""
+    raise DataError(f"{what}; it returned {type(value).__name__}{hint}")

@@ -11,16 +11,14 @@ suppressPackageStartupMessages({
   library(jsonlite)
 })
 
-read_book <- function(name) read.csv(file.path("data", paste0(name, ".csv")), stringsAsFactors = FALSE)
+source(file.path("tests", "reference", "book_data.R"))  # read_data, psid (with cyear), data_md5
 
-early <- read_book("early")
+early <- read_data("early")
 early$id <- factor(early$id)
 early$agec <- early$age - 1
-psid <- read_book("psid")
-psid$person <- factor(psid$person)
-psid$cyear <- psid$year - 78
-ergo <- read_book("ergostool")
+ergo <- read_data("ergostool")
 ergo$Subject <- factor(ergo$Subject)
+lawn <- read_data("lawn")
 
 fits <- list(
   early_intercept = list(data = "early", formula = "cog ~ agec * trt + (1 | id)",
@@ -32,7 +30,10 @@ fits <- list(
   psid_slopes = list(data = "psid", formula = "log(income) ~ cyear * sex + age + educ + (cyear | person)",
                      fit = lmer(log(income) ~ cyear * sex + age + educ + (cyear | person), psid)),
   ergostool = list(data = "ergostool", formula = "effort ~ Type + (1 | Subject)",
-                   fit = lmer(effort ~ Type + (1 | Subject), ergo))
+                   fit = lmer(effort ~ Type + (1 | Subject), ergo)),
+  # two nested grouping factors (machines within manufacturers): sigma^2_r sums two variances
+  lawn_nested = list(data = "lawn", formula = "time ~ speed + (1 | manufact) + (1 | manufact:machine)",
+                     fit = lmer(time ~ speed + (1 | manufact) + (1 | manufact:machine), lawn))
 )
 
 out <- list()
@@ -41,6 +42,8 @@ for (name in names(fits)) {
   case <- list(data = fits[[name]]$data, formula = fits[[name]]$formula,
                theta = unname(getME(f, "theta")), sigma = sigma(f), fixef = as.list(fixef(f)),
                singular = isSingular(f),
+               # lme4's variances, in as.data.frame(VarCorr(f)) order (the residual last)
+               vcov = as.data.frame(VarCorr(f))$vcov,
                # rePCA: singular values of each grouping factor's relative covariance factor
                repca = lapply(rePCA(f), function(p) p$sdev))
   if (!isSingular(f)) {
@@ -72,6 +75,7 @@ influence_case <- function(name, data, groups) {
 out$early_intercept$influence <- influence_case("early_intercept", early, "id")
 out$ergostool$influence <- influence_case("ergostool", ergo, "Subject")
 
+out$data_md5 <- data_md5(c("early", "psid", "ergostool", "lawn"))
 out$versions <- list(R = paste(R.version$major, R.version$minor, sep = "."),
                      lme4 = as.character(packageVersion("lme4")),
                      performance = as.character(packageVersion("performance")),
