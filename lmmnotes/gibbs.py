@@ -35,8 +35,9 @@ column such as the intercept's):
 * every group-level variance gets :math:`\mathrm{InvGamma}(1, s^2/20)` (prior median about
   :math:`0.07 s^2`, no prior mean, a heavy right tail, density zero at 0). It must stay proper:
   under :math:`1/\sigma^2_a` the posterior is improper, since the likelihood does not vanish as
-  :math:`\sigma^2_a \to 0` (chapter 13). A half-t prior on :math:`\sigma_a` is the alternative
-  (below);
+  :math:`\sigma^2_a \to 0` (chapter 13). Chapter 12's repeated simulation (20 groups) finds the
+  intervals of the group standard deviations calibrated under it, so it is kept. A half-t prior
+  on :math:`\sigma_a` is the alternative (below);
 * a covariance block of a term with columns :math:`x_1, \dots, x_p` gets
   :math:`\mathrm{InvWishart}(p+1, S)` with :math:`S = \operatorname{diag}(s^2 / (10\, v_j))` -- the same
   as the inverse gamma for :math:`p = 1`, and uniform on each correlation;
