@@ -64,7 +64,7 @@ from scipy import stats
 from statsmodels.tools.numdiff import approx_fprime, approx_hess3
 
 from .checks import ConvergenceWarning, DataError
-from .criterion import pls
+from .criterion import factorize, pls
 from .display import format_p
 from .design import column_space_coefficients
 from .results import LmerFit
@@ -316,14 +316,21 @@ class SatterthwaitePieces:
     jacobian: np.ndarray  # (k, p, p)
 
 
-def _unprofiled_deviance(varpar: np.ndarray, fit: LmerFit) -> float:
-    theta, sigma2 = varpar[:-1], varpar[-1] ** 2
-    sol = pls(theta, fit.design, fit.cross_products)
+def unprofiled_deviance(fit: LmerFit, theta: np.ndarray, sigma: float, reml: bool) -> float:
+    r"""The deviance :math:`d(\theta, \sigma)` of the module docstring, unprofiled in
+    :math:`\sigma` (:math:`\beta` profiled out): ML, or REML if ``reml``. Used by the
+    Satterthwaite df here and by the profile intervals (``intervals``, ML)."""
+    f = factorize(np.atleast_1d(np.asarray(theta, dtype=float)), fit.design, fit.cross_products)
     n, p = fit.cross_products.n, fit.cross_products.p
-    dev = sol.logdet_L2 + sol.r2 / sigma2 + n * np.log(2.0 * np.pi * sigma2)
-    if fit.reml:
-        dev += sol.logdet_RX2 - p * np.log(2.0 * np.pi * sigma2)
+    sigma2 = sigma**2
+    dev = f.logdet_L2 + f.r2 / sigma2 + n * np.log(2.0 * np.pi * sigma2)
+    if reml:
+        dev += f.logdet_RX2 - p * np.log(2.0 * np.pi * sigma2)
     return float(dev)
+
+
+def _unprofiled_deviance(varpar: np.ndarray, fit: LmerFit) -> float:
+    return unprofiled_deviance(fit, varpar[:-1], varpar[-1], fit.reml)
 
 
 def _covariance_of_beta(varpar: np.ndarray, fit: LmerFit) -> np.ndarray:

@@ -38,7 +38,7 @@ from scipy import optimize, stats
 from .resampling import bootstrap
 from .checks import check_level, check_nsim, resolve_n_jobs
 from .checks import DataError
-from .criterion import factorize
+from .fixed_effect_tests import unprofiled_deviance
 from .optimizer import optimize_theta
 from .results import LmerFit
 from .simulate import psd_cholesky
@@ -98,11 +98,9 @@ def _deviance(fit: LmerFit, psi: np.ndarray) -> float:
     if theta is None:
         return np.inf
     try:
-        f = factorize(theta, fit.design, fit.cross_products)
+        return unprofiled_deviance(fit, theta, sigma, reml=False)
     except np.linalg.LinAlgError:
         return np.inf
-    n = fit.nobs
-    return float(f.logdet_L2 + n * np.log(2.0 * np.pi * sigma**2) + f.r2 / sigma**2)
 
 
 def _psi_bounds(fit: LmerFit) -> list[tuple[float | None, float | None]]:
