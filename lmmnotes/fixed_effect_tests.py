@@ -208,10 +208,14 @@ def reduce_restriction(L, n_fixed: int) -> np.ndarray:
 
 def _by_label(L, names: list[str]):
     """A labelled L (a DataFrame with one column per fixed effect, or a Series for one row) as an
-    array in the fit's order of the fixed effects; anything else unchanged (read by position)."""
+    array in the fit's order of the fixed effects; anything else, and a DataFrame or Series
+    without labels (the default 0, 1, ...), unchanged: read by position."""
     if not isinstance(L, pd.DataFrame | pd.Series):
         return L
-    labels = list(L.columns if isinstance(L, pd.DataFrame) else L.index)
+    axis = L.columns if isinstance(L, pd.DataFrame) else L.index
+    if isinstance(axis, pd.RangeIndex) and axis.start == 0 and axis.step == 1:
+        return L.to_numpy()
+    labels = list(axis)
     unknown = [c for c in labels if c not in names]
     missing = [n for n in names if n not in labels]
     if unknown or missing or len(set(labels)) < len(labels):

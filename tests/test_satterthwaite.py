@@ -193,6 +193,8 @@ def test_a_labelled_l_is_read_by_its_labels():
         satterthwaite(fit, row.rename({"cyear": "year"}))
     with pytest.raises(DataError, match=r"missing: \['educ'\]"):
         satterthwaite(fit, row.drop("educ"))
+    unlabelled = satterthwaite(fit, pd.DataFrame([np.eye(len(names))[j]]))  # default labels: by position
+    assert unlabelled.statistic == pytest.approx(ref["t_value"][j] ** 2, rel=REL)
 
 
 def test_kenward_roger_reads_a_labelled_l_by_its_labels():
