@@ -262,8 +262,9 @@ class SimulationCheck:
         B = self.simulated.notna().sum()
         dropped = B[B < len(self.simulated)]
         if len(dropped):
-            warnings.warn(f"{', '.join(f'{name!r}: {len(self.simulated) - b} of {len(self.simulated)}' for name, b in dropped.items())} "
-                          "simulated values are missing (NaN) and were left out of the p-values",
+            counts = ", ".join(f"{name!r}: {len(self.simulated) - b} of {len(self.simulated)}"
+                               for name, b in dropped.items())
+            warnings.warn(f"{counts} simulated values are missing (NaN) and were left out of the p-values",
                           SimulationCheckWarning, stacklevel=2)
         low = (self.simulated <= self.observed).sum() + 1
         high = (self.simulated >= self.observed).sum() + 1
