@@ -164,7 +164,8 @@ def simulate_design(design: pd.DataFrame, formula: str, fixef, covariances: dict
         ``"x"``, ...) or a sequence in the model's order.
     covariances : for each random-effects term, keyed by its grouping factor as written in the
         formula (``"worker"``, ``"Lab:Technician"``), the covariance matrix of its random
-        effects, or a variance for a scalar term.
+        effects (a DataFrame is read by its labels, the term's columns), or a variance for a
+        scalar term; or a list of them in the order of the terms.
     sigma : residual standard deviation.
     seed : seed of ``numpy.random.default_rng``.
     """
