@@ -280,7 +280,7 @@ def _draw_covariance(rng: np.random.Generator, df: float, S: np.ndarray, b: np.n
 
 def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | None = None,
             mu_var: float | None = None,
-            group_shape: float = 1.0, group_scale: float | None = None, resid_shape: float = 0.0,
+            group_shape: float | None = None, group_scale: float | None = None, resid_shape: float = 0.0,
             resid_scale: float | None = 0.0, group_prior: HalfT | None = None, n_iter: int = 2000,
             n_warmup: int | None = None, n_chains: int = 4, thin: int = 1, seed=None,
             update: str = "blocked") -> Posterior:
@@ -315,8 +315,8 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | N
         scaled default :math:`m_0 = \bar y`, :math:`v_0 = 10^4 s^2` (``VAGUE`` times the sample
         variance of y; see the module docstring). ``mu_var`` given alone: :math:`m_0 = 0`, the prior
         :math:`N(0, \text{mu\_var})`; ``mu_mean`` given alone: :math:`v_0 = 10^4 s^2`.
-    group_shape, group_scale : the inverse gamma prior of sigma2_group; a scale of None (the
-        default) means :math:`s^2/20`.
+    group_shape, group_scale : the inverse gamma prior of sigma2_group; None (the defaults)
+        means a shape of 1 and a scale of :math:`s^2/20`.
     resid_shape, resid_scale : the inverse gamma prior of sigma2_resid. The default 0 and 0 is
         :math:`p(\sigma^2_e) \propto 1/\sigma^2_e` (see the module docstring; it needs a nonzero
         within-group sum of squares); ``resid_shape=1, resid_scale=None`` gives the proper
@@ -366,7 +366,7 @@ def one_way(data: pd.DataFrame, response: str, group: str, *, mu_mean: float | N
     priors = {
         "mu_mean": (float(np.mean(y)) if mu_var is None else 0.0) if mu_mean is None else _finite("mu_mean", mu_mean),
         "mu_var": _positive("mu_var", VAGUE * s2y if mu_var is None else mu_var),
-        "group_shape": _positive("group_shape", group_shape),
+        "group_shape": _positive("group_shape", 1.0 if group_shape is None else group_shape),
         "group_scale": _scale("group_scale", group_scale, s2y),
     }
     priors["resid_shape"], priors["resid_scale"] = _resid_prior(resid_shape, resid_scale, s2y)
@@ -389,7 +389,7 @@ def _half_t_prior(group_prior, group_shape, group_scale, s2y: float) -> dict | N
         return None
     if not isinstance(group_prior, HalfT):
         raise DataError(f"group_prior must be None or gibbs.HalfT(df, scale), got {group_prior!r}")
-    if group_scale is not None or group_shape != 1.0:
+    if group_scale is not None or group_shape is not None:
         raise DataError("group_shape and group_scale set the inverse gamma prior of sigma2_group; with "
                         "group_prior=HalfT(...) leave them out (the half-t prior replaces it)")
     return {"group_prior": "half-t", "group_df": _positive("HalfT df", group_prior.df),

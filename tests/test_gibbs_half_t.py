@@ -133,6 +133,8 @@ def test_half_t_default_scale_follows_the_data():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(group_prior=gibbs.HalfT(), group_scale=1.0), "leave them out"),
     (dict(group_prior=gibbs.HalfT(), group_shape=2.0), "leave them out"),
+    # the inverse gamma default written out is refused too: it would not be the prior used
+    (dict(group_prior=gibbs.HalfT(), group_shape=1.0), "leave them out"),
     (dict(group_prior="half-cauchy"), "group_prior must be None or gibbs.HalfT"),
     (dict(group_prior=gibbs.HalfT(df=0.0)), "HalfT df must be a positive number"),
     (dict(group_prior=gibbs.HalfT(df=1.0, scale=-1.0)), "HalfT scale must be a positive number"),
