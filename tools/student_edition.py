@@ -36,7 +36,6 @@ import shutil
 import subprocess
 import sys
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,35 +174,40 @@ def _page_text(html: str, drop_solutions: bool = False) -> tuple[str, list[str]]
     return _fold(article.get_text(" ")), solutions
 
 
+def _cells(text: str, page: Path) -> str:
+    """The cell sources (Markdown and code) of a notebook's content, or a Markdown page's text."""
+    if page.suffix != ".ipynb":
+        return text
+    return "\n".join("".join(c["source"]) for c in json.loads(text)["cells"])
+
+
 def fingerprints(full_html: Path) -> list[Fingerprints]:
     """For each solution, source lines and rendered sentences that occur nowhere else in the book.
 
-    "Elsewhere" is judged without this tool's parser, over every page: a source line counts if
-    the pages' cells (Markdown and code) hold it no more often than the solution blocks do, a
-    sentence if no full-edition page, with Sphinx's solution nodes taken out, contains it. (A line
-    such as ``import numpy as np`` in a solution is no evidence of a leak: every chapter has it.)
+    "Elsewhere" is judged over every page: a source line counts if the pages' cells (Markdown
+    and code) without their solutions do not contain it, even as part of a longer line (the
+    search is for substrings: ``formula = ...`` in a solution is no fingerprint when a cell has
+    ``big_formula = ...``), a sentence if no full-edition page, with Sphinx's solution nodes
+    taken out, contains it. (A line such as ``import numpy as np`` in a solution is no evidence
+    of a leak: every chapter has it.)
     """
     pages = []
     for page in book_pages():
-        text = page.read_text()
-        cells = ("\n".join("".join(c["source"]) for c in json.loads(text)["cells"])
-                 if page.suffix == ".ipynb" else text)
-        blocks = strip_page(page)[1]
+        stripped, blocks = strip_page(page)
         html = full_html / "book" / f"{page.stem}.html"
         rest, rendered = _page_text(html.read_text(), drop_solutions=True) if html.exists() else ("", [])
         if len(rendered) != len(blocks):
             raise SystemExit(f"{page.name}: the sources hold {len(blocks)} solutions, the full edition's "
                              f"page shows {len(rendered)}: rebuild it (make book)")
-        pages.append((page, cells, blocks, rest, rendered))
-    in_book = Counter(_fold(line) for _, cells, *_ in pages for line in cells.splitlines())
-    in_blocks = Counter(_fold(line) for _, _, blocks, *_ in pages for block in blocks for line in block.splitlines())
+        pages.append((page, _cells(stripped, page), blocks, rest, rendered))
+    outside = "\n".join(_fold(line) for _, cells, *_ in pages for line in cells.splitlines())
     elsewhere = "\n".join(rest for *_, rest, _ in pages)
     result = []
     for page, _, blocks, _, rendered in pages:
         for block, shown in zip(blocks, rendered):
             label = FENCE.match(block.splitlines()[0])["info"].split()[-1]
             lines = {_fold(line) for line in block.splitlines()[1:-1] if not line.startswith(":")}
-            lines = {line for line in lines if len(line) >= MIN_FINGERPRINT and in_book[line] <= in_blocks[line]}
+            lines = {line for line in lines if len(line) >= MIN_FINGERPRINT and line not in outside}
             sentences = {_fold(s) for s in re.split(r"(?<=[.;:?])\s+", shown)}
             sentences = {s for s in sentences if len(s) >= MIN_FINGERPRINT and s not in elsewhere}
             result.append(Fingerprints(f"{page.relative_to(ROOT)} ({label})", page.stem,
