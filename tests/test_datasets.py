@@ -78,7 +78,8 @@ def test_unknown_name_lists_the_available_ones():
         datasets.load("pulpp")
 
 
-@pytest.mark.parametrize("reference", ["lme4_fits.json", "inference.json", "multilevel.json"])
+@pytest.mark.parametrize("reference", ["lme4_fits.json", "inference.json", "multilevel.json",
+                                       "satterthwaite.json", "chapter14.json"])
 def test_reference_values_were_computed_from_these_data_files(reference):
     """The R scripts record the MD5 of each CSV they read: an edited data file must come with
     reference values recomputed from it (Rscript tests/reference/*.R)."""
