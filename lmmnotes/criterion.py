@@ -89,19 +89,23 @@ from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
+from scipy.linalg.lapack import dpotrf, dpotri, dtrtri, dtrtrs
 
 from .design import Design
 
 # Keep N = Z_2'Z_1 dense while it has at most this many entries (q_2 x q_1): below it, dense
 # products beat sparse ones, whose every call costs tens of microseconds (benchmarks/run.py).
 DENSE_LIMIT = 40_000
-# A model with several random-effects terms and at most this many random effects in all is
-# evaluated in one piece, the formulas above with dense q x q matrices (``CrossProducts.whole``):
-# at such sizes a handful of dense products costs less than the many small steps of the blocked
-# factor. For three crossed scalar terms on one BLAS thread, an evaluation with its gradient took
-# a third of the blocked time at q = 35, two thirds at q = 65, and as long at about q = 85.
+# A model with at most this many random effects in all is evaluated in one piece, the formulas
+# above with dense q x q matrices (``CrossProducts.whole``): at such sizes a handful of dense
+# products costs less than the many small steps of the blocked factor. For three crossed scalar
+# terms on one BLAS thread, an evaluation with its gradient took a third of the blocked time at
+# q = 35, two thirds at q = 65, and as long at about q = 85; for one scalar term with q <= 8, half.
 WHOLE_LIMIT = 64
+# A small model's cross-products come from Z formed as a dense n x q array when it has at most this
+# many entries (0.8 MB): one matrix product then replaces a dozen sparse ones, each of which costs
+# tens of microseconds in scipy.sparse's checks whatever its size.
+DENSE_Z_LIMIT = 100_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,16 +140,21 @@ class SchurMap:
         l1 = q1 // p1
         starts = N.indptr[:-1:p1].astype(np.int64)
         sizes = N.indptr[p1::p1] - starts  # nonzeros of each level's p_1 columns
-        pairs = sizes**2
-        level = np.repeat(np.arange(l1), pairs)
-        within = np.arange(pairs.sum()) - np.repeat(np.cumsum(pairs) - pairs, pairs)
-        size = sizes[level]
-        e1 = starts[level] + within // size  # two nonzeros of the level's columns
-        e2 = starts[level] + within % size
-        del within, size
-        lower = N.indices[e1] >= N.indices[e2]
-        e1, e2, level = e1[lower], e2[lower], level[lower]
-        del lower
+        nonzero_level = np.repeat(np.arange(l1), sizes)
+        first = starts[nonzero_level]  # the first nonzero of each nonzero's level
+        # pair each nonzero e1 with nonzeros e2 of its level: with p_1 = 1 a level is one column,
+        # whose row indices are sorted, so e2 <= e1 are the pairs in the lower triangle; else all
+        # of the level's nonzeros, and the lower triangle is picked by row index
+        e1 = np.arange(N.nnz, dtype=np.int64)
+        reps = e1 - first + 1 if p1 == 1 else sizes[nonzero_level]
+        e1 = np.repeat(e1, reps)
+        e2 = np.arange(len(e1), dtype=np.int64) - np.repeat(np.cumsum(reps) - reps - first, reps)
+        level = nonzero_level[e1]
+        del reps, first, nonzero_level
+        if p1 > 1:
+            lower = N.indices[e1] >= N.indices[e2]
+            e1, e2, level = e1[lower], e2[lower], level[lower]
+            del lower
         column = np.repeat(np.arange(q1), np.diff(N.indptr))  # the column of each nonzero of N
         k_col = column[e1] * p1 + column[e2] - level * p1  # the column (k, a, b) of K: (k p_1 + a) p_1 + b
         # number the positions through a q_2 x q_2 table (no sort; L_22 is q_2 x q_2 anyway)
@@ -169,22 +178,42 @@ class SchurMap:
         c22[number[c22_key]] = C.data[below]
         return cls(rows=rows, cols=cols, c22=c22, K=K, q2=q2, scalar=scalar)
 
+    # the positions as indices into a raveled q_2 x q_2 array: (r, c) in C order, (c, r) mirrored
+    @cached_property
+    def flat(self) -> np.ndarray:
+        return self.rows * self.q2 + self.cols
+
+    @cached_property
+    def flat_mirrored(self) -> np.ndarray:
+        return self.cols * self.q2 + self.rows
+
+    @cached_property
+    def on_diagonal(self) -> np.ndarray:
+        """The indices of the positions on the diagonal (r = c)."""
+        return np.flatnonzero(self.rows == self.cols)
+
     def schur(self, W: np.ndarray) -> np.ndarray:
         """Z_2'Z_2 - N W N' at the positions."""
         return self.c22 - self.K @ W.ravel()
 
     def dense(self, values: np.ndarray, full: bool = True) -> np.ndarray:
         """The symmetric q_2 x q_2 matrix with ``values`` at the positions (lower triangle only if not ``full``)."""
-        M = np.zeros((self.q2, self.q2))
-        M[self.rows, self.cols] = values
-        if full:
-            off = self.rows != self.cols
-            M[self.cols[off], self.rows[off]] = values[off]
-        return M
+        M = np.zeros(self.q2 * self.q2)
+        if full:  # the mirror image (r, c) -> (c, r); on the diagonal both write the same entry
+            M[self.flat_mirrored] = values
+        M[self.flat] = values
+        return M.reshape(self.q2, self.q2)
+
+    def at_positions(self, M: np.ndarray) -> np.ndarray:
+        """The entries of a q_2 x q_2 array at the positions (read from its lower triangle)."""
+        if M.flags.f_contiguous:  # as LAPACK returns it: M' is C-contiguous, and M[r, c] = M'[c, r]
+            return M.T.reshape(-1)[self.flat_mirrored]
+        return M.reshape(-1)[self.flat]
 
     def level_quadratics(self, h: np.ndarray, l1: int, p1: int) -> np.ndarray:
         """The level blocks of N' H N from the lower triangle h of H at the positions."""
-        h = np.where(self.rows == self.cols, 0.5 * h, h)  # K holds each pair once (i >= j): R + R' counts both orders
+        h = h.copy()
+        h[self.on_diagonal] *= 0.5  # K holds each pair once (i >= j): R + R' counts both orders
         R = (self.K.T @ h).reshape(l1, p1, p1)
         return R + np.swapaxes(R, 1, 2)
 
@@ -215,6 +244,7 @@ class CrossProducts:
     gamma: np.ndarray  # the response is stored as y - X gamma (docstring of with_response)
     schur: SchurMap | None = None  # the sparse path's map (None: the dense path)
     whole: bool = False  # criterion_and_gradient works on the whole q x q matrices (WHOLE_LIMIT)
+    scalar_terms: bool = False  # every term has one random effect per level: Lambda is diagonal
 
     @property
     def q2(self) -> int:
@@ -238,10 +268,14 @@ class CrossProducts:
         if self.schur is not None:
             raise ValueError("ZtZ is formed on the dense path only (sparse=False)")
         l1, p1 = self.Z1Z1.shape[:2]
-        Z1Z1 = np.zeros((l1 * p1, l1 * p1))
-        level = np.arange(l1 * p1).reshape(l1, p1)
-        Z1Z1[level[:, :, None], level[:, None, :]] = self.Z1Z1
-        return np.block([[Z1Z1, self.Z2Z1.T], [self.Z2Z1, self.Z2Z2]])
+        q1 = l1 * p1
+        ZtZ = np.zeros((q1 + self.q2, q1 + self.q2))
+        level = np.arange(q1).reshape(l1, p1)
+        ZtZ[level[:, :, None], level[:, None, :]] = self.Z1Z1
+        ZtZ[q1:, :q1] = self.Z2Z1
+        ZtZ[:q1, q1:] = self.Z2Z1.T
+        ZtZ[q1:, q1:] = self.Z2Z2
+        return ZtZ
 
     @cached_property
     def ZtXy(self) -> np.ndarray:
@@ -251,42 +285,58 @@ class CrossProducts:
     @cached_property
     def XyXy(self) -> np.ndarray:
         """[X y]'[X y], (P + 1, P + 1)."""
-        return np.block([[self.XtX, self.Xty[:, None]], [self.Xty[None, :], np.array([[self.yty]])]])
+        XyXy = np.empty((self.p + 1, self.p + 1))
+        XyXy[:-1, :-1] = self.XtX
+        XyXy[:-1, -1] = XyXy[-1, :-1] = self.Xty
+        XyXy[-1, -1] = self.yty
+        return XyXy
 
     @classmethod
     def from_design(cls, design: Design, *, sparse: bool | None = None, whole: bool | None = None) -> "CrossProducts":
         """The cross-products of the design and its response; ``sparse`` chooses the path
         (default: sparse when N = Z_2'Z_1 has more than ``DENSE_LIMIT`` entries), and ``whole``
         whether ``criterion_and_gradient`` works on the whole q x q matrices (default: on the
-        dense path, for several terms with at most ``WHOLE_LIMIT`` random effects in all)."""
+        dense path, for at most ``WHOLE_LIMIT`` random effects in all)."""
         X = design.X
         t = design.terms[0]
         l1, p1 = t.n_levels, t.p
-        # Z_1'Z_1 is block diagonal: its block for level k is the sum of X_t[i] X_t[i]' over the
-        # level's rows, which is row block k of Z_1'X_t; one sparse product gives it and Z_1'X
-        Z1XtX = (t.Z.T @ np.column_stack([t.X, X])).reshape(l1, p1, p1 + X.shape[1])
-        Z1Z1, Z1X = np.ascontiguousarray(Z1XtX[:, :, :p1]), np.ascontiguousarray(Z1XtX[:, :, p1:])
-        q2 = design.q - l1 * p1
+        q1 = l1 * p1
+        q2 = design.q - q1
         if sparse is None:
-            sparse = q2 * l1 * p1 > DENSE_LIMIT
+            sparse = q2 * q1 > DENSE_LIMIT
         if whole is None:
-            whole = bool(q2) and design.q <= WHOLE_LIMIT and not sparse
+            whole = design.q <= WHOLE_LIMIT and not sparse
         if whole and sparse:
             raise ValueError("the whole-matrix evaluation needs the dense path (sparse=False)")
         schur = None
-        if q2:
-            Z2 = sp.hstack([term.Z for term in design.terms[1:]], format="csr")
-            N, Z2Z2 = (Z2.T @ t.Z).tocsr(), (Z2.T @ Z2).tocsr()
-            scalar = all(term.p == 1 for term in design.terms[1:])
-            schur = SchurMap.from_pattern(N, Z2Z2, p1, scalar) if sparse else None
-            if not sparse:
-                N, Z2Z2 = N.toarray(), Z2Z2.toarray()
-            Z2X = np.asarray(Z2.T @ X)
-        else:  # a single term: no second block
-            N, Z2Z2, Z2X = np.zeros((0, l1 * p1)), np.zeros((0, 0)), np.zeros((0, X.shape[1]))
+        if not sparse and design.nobs * design.q <= DENSE_Z_LIMIT:
+            # a small model: every block from one product of the dense Z with [Z X]
+            q = design.q
+            Z = _dense_Z(design)
+            ZtZX = Z.T @ np.column_stack([Z, X])
+            level = np.arange(q1).reshape(l1, p1)
+            Z1Z1 = ZtZX[level[:, :, None], level[:, None, :]]
+            Z1X = ZtZX[:q1, q:].reshape(l1, p1, X.shape[1])
+            N, Z2Z2, Z2X = (np.ascontiguousarray(block) for block in (ZtZX[q1:, :q1], ZtZX[q1:, q1:q], ZtZX[q1:, q:]))
+        else:
+            # Z_1'Z_1 is block diagonal: its block for level k is the sum of X_t[i] X_t[i]' over the
+            # level's rows, which is row block k of Z_1'X_t; one sparse product gives it and Z_1'X
+            Z1XtX = (t.Z.T @ np.column_stack([t.X, X])).reshape(l1, p1, p1 + X.shape[1])
+            Z1Z1, Z1X = np.ascontiguousarray(Z1XtX[:, :, :p1]), np.ascontiguousarray(Z1XtX[:, :, p1:])
+            if q2:
+                Z2 = sp.hstack([term.Z for term in design.terms[1:]], format="csr")
+                N, Z2Z2 = (Z2.T @ t.Z).tocsr(), (Z2.T @ Z2).tocsr()
+                scalar = all(term.p == 1 for term in design.terms[1:])
+                schur = SchurMap.from_pattern(N, Z2Z2, p1, scalar) if sparse else None
+                if not sparse:
+                    N, Z2Z2 = N.toarray(), Z2Z2.toarray()
+                Z2X = np.asarray(Z2.T @ X)
+            else:  # a single term: no second block
+                N, Z2Z2, Z2X = np.zeros((0, q1)), np.zeros((0, 0)), np.zeros((0, X.shape[1]))
         empty = np.zeros(0)
         base = cls(Z1Z1=Z1Z1, Z1X=Z1X, Z1y=empty, Z2Z1=N, Z2Z2=Z2Z2, Z2X=Z2X, Z2y=empty, XtX=X.T @ X, Xty=empty,
-                   yty=0.0, n=design.nobs, p=X.shape[1], gamma=empty, schur=schur, whole=whole)
+                   yty=0.0, n=design.nobs, p=X.shape[1], gamma=empty, schur=schur, whole=whole,
+                   scalar_terms=all(term.p == 1 for term in design.terms))
         return base.with_response(design, design.y)
 
     def with_response(self, design: Design, y: np.ndarray) -> "CrossProducts":
@@ -337,8 +387,25 @@ def _least_squares(X: np.ndarray, XtX: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _Zt_times(design: Design, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Z'v split as the first term's (l_1, p_1) blocks and the other terms' (q_2,) vector."""
-    return _split(np.concatenate([t.Z.T @ v for t in design.terms]), design)
+    """Z'v split as the first term's (l_1, p_1) blocks and the other terms' (q_2,) vector: entry
+    (k, a) of a term's part is the sum of X_t[i, a] v[i] over the rows i of its level k."""
+    parts = []
+    for t in design.terms:
+        columns = t.codes[:, None] * t.p + np.arange(t.p)  # Z_t's column of each entry of X_t
+        parts.append(np.bincount(columns.ravel(), weights=(t.X * v[:, None]).ravel(),
+                                 minlength=t.n_levels * t.p))
+    return _split(np.concatenate(parts), design)
+
+
+def _dense_Z(design: Design) -> np.ndarray:
+    """Z as a dense n x q array, [Z_1 Z_2 ...]: row i of Z_t holds X_t[i] in the columns of its level."""
+    Z = np.zeros((design.nobs, design.q))
+    rows = np.arange(design.nobs)[:, None]
+    offset = 0
+    for t in design.terms:
+        Z[rows, offset + t.codes[:, None] * t.p + np.arange(t.p)] = t.X
+        offset += t.n_levels * t.p
+    return Z
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -500,14 +567,18 @@ def _inverse_products(cp: CrossProducts, f, l1: int, p1: int, rows: np.ndarray |
     s, Lam2 = cp.schur, f.Lam2
     if s is not None and s.scalar:  # everything on the positions: H = lam G22 lam
         lam = Lam2.diagonal()
-        g = G22[s.rows, s.cols]
-        Q = s.level_quadratics(lam[s.rows] * g * lam[s.cols], l1, p1)
+        lam_rows, lam_cols = lam[s.rows], lam[s.cols]
+        g = s.at_positions(G22)
+        Q = s.level_quadratics(lam_rows * g * lam_cols, l1, p1)
         if rows is None:
             return Q, None, G22
-        e = f.S22 * g  # (S22 Lambda_2 G22)_rr = sum_j S22_rj lam_j G22_jr, over both triangles
-        off = s.rows != s.cols
-        m22 = (np.bincount(s.rows, weights=e * lam[s.cols], minlength=s.q2)
-               + np.bincount(s.cols[off], weights=e[off] * lam[s.rows[off]], minlength=s.q2))
+        # (S22 Lambda_2 G22)_rr = sum_j S22_rj lam_j G22_jr, over both triangles: each position
+        # (r, c) adds to row r, and to row c unless on the diagonal
+        e = f.S22 * g
+        mirrored = e * lam_rows
+        mirrored[s.on_diagonal] = 0.0
+        m22 = (np.bincount(s.rows, weights=e * lam_cols, minlength=s.q2)
+               + np.bincount(s.cols, weights=mirrored, minlength=s.q2))
         return Q, m22[rows], G22
     G22 = np.tril(G22) + np.tril(G22, -1).T
     H = _sandwich(Lam2.T, G22)  # Lambda_2 G22 Lambda_2'
@@ -520,7 +591,7 @@ def _inverse_products(cp: CrossProducts, f, l1: int, p1: int, rows: np.ndarray |
             Q = np.einsum("ika,ikb->kab", N.reshape(-1, l1, p1), (H @ N).reshape(-1, l1, p1))
         S22 = f.S22 if rows is not None else None
     else:
-        Q = s.level_quadratics(H[s.rows, s.cols], l1, p1)
+        Q = s.level_quadratics(s.at_positions(H), l1, p1)
         S22 = s.dense(f.S22) if rows is not None else None
     m22 = np.einsum("ij,ji->i", S22[rows], LG[:, cols]) if rows is not None else None
     return Q, m22, G22
@@ -731,7 +802,7 @@ def _ZtZ_times(cp: CrossProducts, v1: np.ndarray, v2: np.ndarray) -> tuple[np.nd
 
 def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> tuple[float, np.ndarray]:
     """The profiled criterion and its gradient in theta (formulas in the module docstring), by
-    blocks, or on the whole q x q matrices for a small model with several terms (``cp.whole``)."""
+    blocks, or on the whole q x q matrices for a small model (``cp.whole``)."""
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     if cp.whole:
         return _whole_criterion_and_gradient(theta, design, cp, reml)
@@ -769,36 +840,56 @@ def _whole_criterion_and_gradient(theta: np.ndarray, design: Design,
     """``criterion_and_gradient`` with L_theta as one dense q x q factor: the
     module docstring's formulas as they are written, with
     A = Lambda'Z'Z Lambda + I, G = A^{-1} and M = Z'Z Lambda G. Entry i of
-    the gradient sums its terms over the positions of Lambda that hold
-    theta_i."""
+    the gradient sums its terms over the positions (r, c) of Lambda that hold
+    theta_i, so only those entries of M, M_rc = (Z'Z Lambda)_r. G_.c, are
+    formed. When every term is scalar, Lambda = diag(lam) is diagonal: its
+    products are scalings, and its positions are the diagonal (r = c)."""
     rows, cols, which = design.lambda_index
     q = design.q
-    Lam = np.zeros((q, q))
-    Lam[rows, cols] = theta[which]
-    ZtZ_Lam = cp.ZtZ @ Lam
-    A = Lam.T @ ZtZ_Lam
-    A[np.diag_indices(q)] += 1.0
-    L, info = dpotrf(A, lower=1, clean=1)
+    if cp.scalar_terms:
+        lam = theta[which]
+        ZtZ_Lam = cp.ZtZ * lam
+        A = lam[:, None] * ZtZ_Lam
+        Lam_ZtXy = lam[:, None] * cp.ZtXy
+    else:
+        Lam = np.zeros((q, q))
+        Lam[rows, cols] = theta[which]
+        ZtZ_Lam = cp.ZtZ @ Lam
+        A = Lam.T @ ZtZ_Lam
+        Lam_ZtXy = Lam.T @ cp.ZtXy
+    A += np.eye(q)
+    L, info = dpotrf(A, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         raise np.linalg.LinAlgError(
             "Lambda' Z'Z Lambda + I is not positive definite")
-    RZXy = _trsolve(L, Lam.T @ cp.ZtXy, lower=1)  # [R_ZX c_u]
+    RZXy = _trsolve(L, Lam_ZtXy, lower=1)  # [R_ZX c_u]
     RZX, cu, R_X, c_beta, r2 = _fixed_effects_factor(cp, RZXy)
     beta = _trsolve(R_X, c_beta, lower=0)  # beta-hat - gamma
     u = _trsolve(L, cu - RZX @ beta, lower=1, trans=1)
-    L_inv = _trsolve(L, np.eye(q), lower=1)
-    M = ZtZ_Lam @ (L_inv.T @ L_inv)
+    L_inv, info = dtrtri(L, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError("L_theta is singular")
+    G = L_inv.T @ L_inv
     ZtX, Zty = cp.ZtXy[:, :-1], cp.ZtXy[:, -1]
     Zte = Zty - ZtX @ beta - ZtZ_Lam @ u  # Z'e
-    dof = cp.n - cp.p if reml else cp.n
-    at_positions = 2.0 * M[rows, cols] - 2.0 * dof / r2 * Zte[rows] * u[cols]
     if reml and cp.p:
-        W_X = ZtX - M @ (Lam.T @ ZtX)
-        WR = W_X @ _trsolve(R_X, np.eye(cp.p), lower=0)  # W_X R_X^{-1}
-        at_positions -= 2.0 * (WR @ (WR.T @ Lam))[rows, cols]
+        # W_X = Z'X - Z'Z Lambda G Lambda'Z'X, and W_X R_X^{-1}
+        W_X = ZtX - ZtZ_Lam @ (G @ Lam_ZtXy[:, :-1])
+        WR = _trsolve(R_X, W_X.T, lower=0, trans=1).T
+    dof = cp.n - cp.p if reml else cp.n
+    if cp.scalar_terms:  # every position on the diagonal; G is symmetric
+        at_positions = (2.0 * np.einsum("ij,ij->i", ZtZ_Lam, G)
+                        - 2.0 * dof / r2 * Zte * u)
+        if reml and cp.p:
+            at_positions -= 2.0 * lam * np.einsum("ij,ij->i", WR, WR)
+    else:
+        at_positions = (2.0 * np.einsum("ij,ij->i", ZtZ_Lam[rows], G[cols])
+                        - 2.0 * dof / r2 * Zte[rows] * u[cols])
+        if reml and cp.p:
+            at_positions -= 2.0 * np.einsum("ij,ij->i", WR[rows], (Lam.T @ WR)[cols])
     gradient = np.bincount(which, weights=at_positions,
                            minlength=len(theta))
-    logdet_L2 = 2.0 * np.log(np.diag(L)).sum()
-    logdet_RX2 = 2.0 * np.log(np.abs(np.diag(R_X))).sum()
+    logdet_L2 = 2.0 * np.log(L.diagonal()).sum()
+    logdet_RX2 = 2.0 * np.log(np.abs(R_X.diagonal())).sum()
     value = criterion_from_parts(logdet_L2, logdet_RX2, r2, cp.n, cp.p, reml)
     return float(value), gradient

@@ -85,7 +85,8 @@ def lmer(formula: str, data: pd.DataFrame, reml: bool = True, *,
         fit = LmerFit.from_theta(design, cp, reml, opt.theta, optsum=opt)
         # lme4's check of the answer (see warn_about_fit)
         if fit.converged and not fit.is_singular:
-            scaled = lme4_gradient_check(fit.theta, design, cp, reml)
+            scaled = lme4_gradient_check(fit.theta, design, cp, reml,
+                                         gradient=opt.gradient)
             if scaled is None:  # the criterion is flat in some direction
                 scaled = np.inf
             opt = dataclasses.replace(opt, scaled_gradient=scaled)

@@ -13,7 +13,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import OptimizeResult, minimize, minimize_scalar
+from scipy.optimize import OptimizeResult, minimize
 from threadpoolctl import ThreadpoolController
 
 from .criterion import CrossProducts, criterion_and_gradient, profiled_criterion
@@ -26,7 +26,7 @@ GRADIENT_TOLERANCE = 2e-3  # the default tolerance of lme4's check.conv.grad
 class OptimizerResult:
     """The record of one optimization of theta (MixedModels.jl's ``OptSummary``, lme4's ``@optinfo``)."""
 
-    optimizer: str  # the algorithm: bounded Brent for one parameter, L-BFGS-B for several
+    optimizer: str  # the algorithm: L-BFGS-B
     start: np.ndarray  # where the search began
     theta: np.ndarray  # where it ended (canonical: nonnegative template diagonals)
     criterion: float  # d(theta) or d_R(theta) at theta
@@ -35,28 +35,12 @@ class OptimizerResult:
     n_evaluations: int  # of the criterion (with or without its gradient), restarts and probes included
     restarts: int = 0  # fresh L-BFGS-B runs after the first (from a probe inside the boundary, or a stall)
     snapped: tuple[int, ...] = ()  # entries of theta set to exactly 0 at the end (``_snap_to_boundary``)
+    # the criterion's gradient at theta, as the last evaluation there gave it (None if theta was
+    # reached otherwise: a boundary snap, or a sign change of a template column)
+    gradient: np.ndarray | None = None
     # lme4's convergence test at theta (``lme4_gradient_check``), made by ``lmer``: nan if not made,
     # inf if the criterion is flat in some direction
     scaled_gradient: float = float("nan")
-
-
-def _minimize_scalar(f, start: float, lower: float) -> tuple[float, float, bool, str]:
-    """One theta: bracket the minimum by doubling from ``start``, then bounded Brent."""
-    hi, f_hi, n = max(2.0 * start, 1.0), None, 0
-    f_prev = f(np.array([start]))
-    while n < 60:
-        f_hi = f(np.array([hi]))
-        n += 1
-        if f_hi > f_prev:
-            break
-        f_prev, hi = f_hi, 2.0 * hi
-    result = minimize_scalar(lambda x: f(np.array([x])), bounds=(lower, hi), method="bounded",
-                             options={"xatol": 1e-10, "maxiter": 500})
-    x, fun = float(result.x), float(result.fun)
-    at_bound = f(np.array([lower]))  # Brent never evaluates the bound itself: a boundary fit ends exactly there
-    if at_bound <= fun:
-        x, fun = lower, float(at_bound)
-    return x, fun, bool(result.success), str(result.message)
 
 
 class _Stalled(Exception):
@@ -65,6 +49,7 @@ class _Stalled(Exception):
 
 FTOL = 1e-12  # L-BFGS-B stops when an iteration lowers the criterion by less than this, relative
 STALL_DISTANCE = 1e-8  # relative (max norm): closer than this, theta cannot improve the criterion
+STALL_CHANGE = 1e-14  # relative: a criterion this close to the best one differs from it by rounding only
 
 
 def _bounds(design: Design) -> list[tuple[float | None, None]]:
@@ -100,24 +85,27 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
 
     At the optimum of a large model the last line search can spend a dozen evaluations on points
     within 1e-12 of the best one, whose criterion agrees to all printed digits. When two
-    requests in a row come within ``STALL_DISTANCE`` of the best point, the search stops there
-    and reports it: no point it could still find would differ by more than rounding error.
+    requests in a row come within ``STALL_DISTANCE`` of the best point, or two evaluations in
+    a row give a criterion within ``STALL_CHANGE`` (relative) of the best one, the search stops
+    there and reports it: no point it could still find would differ by more than rounding error.
     """
     scale = design.theta_scale
-    best = {"scaled": None, "fun": np.inf, "near": 0, "nfev": 0}
+    best = {"scaled": None, "fun": np.inf, "gradient": None, "near": 0, "nfev": 0}
 
     def fun(scaled):
-        if best["scaled"] is not None and (np.max(np.abs(scaled - best["scaled"]))
-                                           <= STALL_DISTANCE * max(1.0, np.max(np.abs(best["scaled"])))):
-            best["near"] += 1
-            if best["near"] >= 2:
-                raise _Stalled
-        else:
-            best["near"] = 0
+        close = best["scaled"] is not None and (np.max(np.abs(scaled - best["scaled"]))
+                                                <= STALL_DISTANCE * max(1.0, np.max(np.abs(best["scaled"]))))
+        if close and best["near"]:
+            raise _Stalled
         value, gradient = criterion_and_gradient(scaled * scale, design, cp, reml)
         best["nfev"] += 1
+        unchanged = (best["scaled"] is not None
+                     and abs(value - best["fun"]) <= STALL_CHANGE * max(1.0, abs(best["fun"])))
+        best["near"] = best["near"] + 1 if close or unchanged else 0
         if value < best["fun"]:
-            best.update(scaled=np.array(scaled, dtype=float), fun=value)
+            best.update(scaled=np.array(scaled, dtype=float), fun=value, gradient=gradient)
+        if best["near"] >= 2:
+            raise _Stalled
         return value, gradient * scale
 
     try:
@@ -132,8 +120,12 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
             success, message = False, f"{message}, at a point worse than the best one evaluated"
     except _Stalled:
         success, message = True, "CONVERGENCE: the line search stalled within rounding distance of the best point"
-    return OptimizeResult(x=canonical_theta(best["scaled"] * scale, design), fun=best["fun"], success=success,
-                          nfev=best["nfev"], message=message)
+    theta = best["scaled"] * scale
+    x = canonical_theta(theta, design)
+    # the gradient at x: the best point's, unless a template column changed sign on the way
+    gradient = best["gradient"] if np.array_equal(x, theta) else None
+    return OptimizeResult(x=x, fun=best["fun"], jac=gradient, success=success, nfev=best["nfev"],
+                          message=message)
 
 
 BOUNDARY_DISTANCE = 1e-4  # a diagonal entry this close to 0 (in its unit, theta_scale) counts as on the boundary
@@ -192,7 +184,6 @@ def optimize_theta(design: Design, cp: CrossProducts, reml: bool,
     each T_t diagonal with ``design.theta_scale``, i.e. lme4's T_t = I in the
     units of the columns of X_t).
 
-    One parameter: bounded Brent (scipy.optimize.minimize_scalar). Several:
     L-BFGS-B with the analytic gradient (``criterion.criterion_and_gradient``),
     a template's entries unbounded (``_bounds``); a stop on the boundary is
     checked by probing inside, and a diagonal entry that ends next to 0 is set
@@ -229,13 +220,6 @@ def optimize_theta(design: Design, cp: CrossProducts, reml: bool,
             evaluations += run.nfev
             return run
 
-        if len(start) == 1:
-            x, fun, ok, message = _minimize_scalar(criterion, float(start[0]),
-                                                   float(lower[0]))
-            return OptimizerResult(
-                optimizer="bounded Brent (scipy.optimize.minimize_scalar)",
-                start=start, theta=np.array([x]), criterion=fun,
-                converged=ok, message=message, n_evaluations=evaluations)
         result = lbfgsb(start)
         restarts = 0
         scalar = _scalar_entries(design)
@@ -297,7 +281,7 @@ def optimize_theta(design: Design, cp: CrossProducts, reml: bool,
             optimizer="L-BFGS-B (scipy.optimize.minimize)", start=start,
             theta=theta, criterion=value, converged=converged,
             message=message, n_evaluations=evaluations, restarts=restarts,
-            snapped=snapped)
+            snapped=snapped, gradient=None if snapped else result.jac)
 
 
 # relative: a smaller eigenvalue of the Hessian (in the units of theta_scale) is a flat direction.
@@ -307,34 +291,60 @@ def optimize_theta(design: Design, cp: CrossProducts, reml: bool,
 IDENTIFIED_CURVATURE = 1e-4
 
 
-def lme4_gradient_check(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> float | None:
+def _hessian(theta: np.ndarray, gradient: np.ndarray, free: np.ndarray, design: Design, cp: CrossProducts,
+             reml: bool, central: bool) -> np.ndarray:
+    """The Hessian of the criterion in the ``free`` entries of theta, by differences of the analytic
+    gradient (given at theta): forward, g(theta + h e_j) - g(theta), one evaluation a column and
+    accurate to about h / |theta_j| = 1e-5 relative, or ``central``, two a column and accurate to
+    about 1e-10; symmetrized."""
+    columns = []
+    for j in np.flatnonzero(free):
+        h = 1e-5 * max(abs(theta[j]), 1e-2 * design.theta_scale[j])
+        up = theta.copy()
+        up[j] += h
+        g_up = criterion_and_gradient(up, design, cp, reml)[1]
+        if central:
+            down = theta.copy()
+            down[j] -= h
+            columns.append((g_up - criterion_and_gradient(down, design, cp, reml)[1])[free] / (2 * h))
+        else:
+            columns.append((g_up - gradient)[free] / h)
+    H = np.array(columns)
+    return 0.5 * (H + H.T)
+
+
+def lme4_gradient_check(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool,
+                        gradient: np.ndarray | None = None) -> float | None:
     """lme4's convergence test (``check.conv.grad``): max over the free entries of theta of
-    min(|R^{-1} g|, |g|), with g the criterion's gradient and R'R = H its Hessian (by central
-    differences of the analytic gradient). Entries held at their bound of 0 are not free.
+    min(|R^{-1} g|, |g|), with g the criterion's gradient (``gradient`` if given, as the
+    optimizer's record keeps it, else evaluated) and R'R = H its Hessian (by differences of the
+    analytic gradient, ``_hessian``). Entries held at their bound of 0 are not free.
 
     None when H is not clearly positive definite: an eigenvalue of H in the units of
     ``design.theta_scale`` at or below ``IDENTIFIED_CURVATURE`` times the largest (a direction
     in which the criterion is flat, so that no scaled gradient is defined; lme4 says "unable to
     evaluate scaled gradient" or "Hessian is numerically singular"). The relative threshold
     keeps rounding noise in a flat direction from deciding the answer; a direction that flat is
-    at best weakly identified (its standard error 100 times the best one's, in scaled units)."""
+    at best weakly identified (its standard error 100 times the best one's, in scaled units).
+
+    Forward differences decide every clear case; when the smallest relative eigenvalue is below
+    100 times the threshold, or the scaled gradient within a factor 2 of ``GRADIENT_TOLERANCE``,
+    central differences decide, so that the forward differences' error never moves a verdict."""
     free = ~((design.theta_lower == 0) & (theta == 0))
     if not free.any():
         return 0.0
-    _, g = criterion_and_gradient(theta, design, cp, reml)
-    columns = []
-    for j in np.flatnonzero(free):
-        h = 1e-5 * max(abs(theta[j]), 1e-2 * design.theta_scale[j])
-        up, down = theta.copy(), theta.copy()
-        up[j] += h
-        down[j] -= h
-        columns.append((criterion_and_gradient(up, design, cp, reml)[1]
-                        - criterion_and_gradient(down, design, cp, reml)[1])[free] / (2 * h))
-    H = np.array(columns)
-    H = 0.5 * (H + H.T)
+    g = criterion_and_gradient(theta, design, cp, reml)[1] if gradient is None else gradient
     scale = design.theta_scale[free]
-    curvatures = np.linalg.eigvalsh(H * np.outer(scale, scale))
-    if curvatures[0] <= IDENTIFIED_CURVATURE * curvatures[-1]:
-        return None
-    R = np.linalg.cholesky(H).T
-    return float(np.max(np.minimum(np.abs(np.linalg.solve(R, g[free])), np.abs(g[free]))))
+    for central in (False, True):
+        H = _hessian(theta, g, free, design, cp, reml, central)
+        curvatures = np.linalg.eigvalsh(H * np.outer(scale, scale))
+        identified = curvatures[0] > IDENTIFIED_CURVATURE * curvatures[-1]
+        scaled = np.nan
+        if identified:
+            R = np.linalg.cholesky(H).T
+            scaled = float(np.max(np.minimum(np.abs(np.linalg.solve(R, g[free])), np.abs(g[free]))))
+        clear = (curvatures[0] > 100 * IDENTIFIED_CURVATURE * curvatures[-1]
+                 and not 0.5 * GRADIENT_TOLERANCE < scaled < 2 * GRADIENT_TOLERANCE)
+        if clear:
+            break
+    return scaled if identified else None

@@ -88,13 +88,20 @@ def test_sparse_and_dense_paths_equal_brute_force(formula, theta, reml):
     np.testing.assert_allclose(criterion_and_gradient(t, design, sparse, reml)[1], numeric, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("formula, theta", CROSSED)
+ONE_TERM = [
+    ("y ~ service + (1 | instructor)", [0.7]),  # Lambda diagonal
+    ("y ~ x + (x | instructor)", [0.6, -0.2, 0.3]),  # Lambda block diagonal, 2 x 2 blocks
+    ("y ~ 0 + x + (0 + x | dept)", [0.5]),  # no intercept anywhere
+]
+
+
+@pytest.mark.parametrize("formula, theta", CROSSED + ONE_TERM)
 @pytest.mark.parametrize("reml", [True, False])
 def test_whole_matrix_evaluation_equals_the_blocks_and_brute_force(formula, theta, reml):
     design = build_design(parse_formula(formula), ratings(students=10, instructors=6, per_student=3, depts=2))
     assert design.q <= 64
     whole, blocked = (CrossProducts.from_design(design, sparse=False, whole=w) for w in (True, False))
-    assert CrossProducts.from_design(design).whole  # the default for a small model with several terms
+    assert CrossProducts.from_design(design).whole  # the default for a small model
     for scale in (1.0, 0.3, 2.0):
         t = np.array(theta) * scale
         f_whole, g_whole = criterion_and_gradient(t, design, whole, reml)
@@ -108,11 +115,13 @@ def test_whole_matrix_evaluation_equals_the_blocks_and_brute_force(formula, thet
     np.testing.assert_allclose(criterion_and_gradient(t, design, whole, reml)[1], numeric, rtol=1e-5, atol=1e-4)
 
 
-def test_whole_matrix_evaluation_is_chosen_for_small_models_with_several_terms():
+def test_whole_matrix_evaluation_is_chosen_for_small_models_only():
     one_term = build_design(parse_formula("bright ~ 1 + (1 | operator)"), book_data("pulp"))
-    assert not CrossProducts.from_design(one_term).whole  # the blocked factor is block diagonal
+    assert CrossProducts.from_design(one_term).whole
     large = build_design(parse_formula(CROSSED[0][0]), ratings(students=60))
     assert large.q > 64 and not CrossProducts.from_design(large).whole
+    large_one_term = build_design(parse_formula("y ~ 1 + (1 | student)"), ratings(students=65))
+    assert large_one_term.q == 65 and not CrossProducts.from_design(large_one_term).whole
     with pytest.raises(ValueError, match="dense path"):
         CrossProducts.from_design(large, sparse=True, whole=True)
 
