@@ -8,9 +8,10 @@ import pytest
 
 import lmmnotes
 from lmmnotes import datasets
-from lmmnotes.criterion import CrossProducts, profiled_criterion
+from lmmnotes.checks import ConvergenceWarning
+from lmmnotes.criterion import CrossProducts, criterion_and_gradient, profiled_criterion
 from lmmnotes.design import build_design, canonical_theta
-from lmmnotes.optimizer import optimize_theta
+from lmmnotes.optimizer import lme4_gradient_check, optimize_theta
 from lmmnotes.formula import parse_formula
 from lmmnotes.results import LmerFit
 
@@ -147,3 +148,55 @@ def test_a_stop_at_a_worse_trial_point_is_not_taken_for_convergence():
     assert fit.criterion == pytest.approx(reference.criterion, abs=1e-6)
     np.testing.assert_allclose(fit.theta, reference.theta, atol=1e-4)
     assert fit.n_evaluations > 3  # the false stop came after 3 evaluations
+
+
+# ---- the record's gradient and lme4's convergence check ------------------------------------------
+def test_the_record_keeps_the_gradient_at_theta(psid):
+    fit = lmmnotes.lmer("log(income) ~ cyear * sex + age + educ + (cyear | person)", psid)
+    _, gradient = criterion_and_gradient(fit.theta, fit.design, fit.cross_products, True)
+    np.testing.assert_allclose(fit.optsum.gradient, gradient, rtol=1e-12, atol=1e-12 * np.abs(gradient).max())
+
+
+def _central_difference_check(theta, design, cp, reml):
+    """lme4's max(pmin(|R^{-1} g|, |g|)) with the Hessian by central differences of the gradient,
+    written out here independently of the package's own (forward-difference) check."""
+    _, g = criterion_and_gradient(theta, design, cp, reml)
+    H = np.empty((len(theta), len(theta)))
+    for j in range(len(theta)):
+        h = 1e-5 * max(abs(theta[j]), 1e-2 * design.theta_scale[j])
+        e = np.zeros_like(theta)
+        e[j] = h
+        H[j] = (criterion_and_gradient(theta + e, design, cp, reml)[1]
+                - criterion_and_gradient(theta - e, design, cp, reml)[1]) / (2 * h)
+    R = np.linalg.cholesky(0.5 * (H + H.T)).T
+    return float(np.max(np.minimum(np.abs(np.linalg.solve(R, g)), np.abs(g))))
+
+
+@pytest.mark.parametrize("formula, data", [
+    ("log(income) ~ cyear * sex + age + educ + (cyear | person)", "psid"),
+    ("Fat ~ 1 + (1 | Lab/Technician/Sample)", "eggs"),
+    ("bright ~ 1 + (1 | operator)", "pulp"),
+])
+def test_the_convergence_check_agrees_with_central_differences(formula, data):
+    fit = lmmnotes.lmer(formula, book_data(data))
+    theta, design, cp = fit.theta, fit.design, fit.cross_products
+    central = _central_difference_check(theta, design, cp, True)
+    for gradient in (None, fit.optsum.gradient):
+        assert lme4_gradient_check(theta, design, cp, True, gradient=gradient) == pytest.approx(central, rel=1e-3)
+    # away from the optimum the scaled gradient is large, and the two still agree
+    moved = theta * 1.05
+    assert lme4_gradient_check(moved, design, cp, True) == pytest.approx(
+        _central_difference_check(moved, design, cp, True), rel=1e-3)
+    assert lme4_gradient_check(moved, design, cp, True) > 2e-3
+
+
+def test_a_criterion_flat_in_some_direction_is_reported():
+    """Two grouping factors with the same levels: only theta_1^2 + theta_2^2 is identified."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(12), 6)
+    data = pd.DataFrame({"g": [f"g{k}" for k in g], "h": [f"h{k}" for k in g],
+                         "y": rng.normal(size=12)[g] + rng.normal(size=72)})
+    with pytest.warns(ConvergenceWarning, match="flat in some direction"):
+        fit = lmmnotes.lmer("y ~ 1 + (1 | g) + (1 | h)", data)
+    assert np.isinf(fit.optsum.scaled_gradient)
+    assert lme4_gradient_check(fit.theta, fit.design, fit.cross_products, True) is None
