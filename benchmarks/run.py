@@ -38,7 +38,7 @@ import statsmodels.formula.api as smf
 
 import lmmnotes
 from lmmnotes import LmerFit, datasets
-from lmmnotes.criterion import CrossProducts, criterion_and_gradient, profiled_criterion
+from lmmnotes.criterion import CrossProducts, criterion_and_gradient
 from lmmnotes.design import build_design
 from lmmnotes.optimizer import optimize_theta, single_blas_thread
 from lmmnotes.formula import parse_formula
@@ -164,8 +164,7 @@ def repeated_measures_figures() -> None:
 def small_fit_stages() -> None:
     """Where a small fit's time goes: median ms of each step of lmer's pipeline (parse and
     build the design, cross-products, optimizer, result), the number of criterion evaluations
-    and the median cost of one at the optimum (the criterion alone for one parameter, which
-    Brent's method minimizes; with its gradient for several, as L-BFGS-B needs)."""
+    and the median cost of one at the optimum (with its gradient, as L-BFGS-B needs)."""
     cases = [(name, formula, data(name), REML[name]) for name, (formula, _, _) in MODELS.items()]
     cases.append(("repeated", REPEATED_FORMULA, simulate_repeated_measures(), True))
     print(f"\nstages of a fit, median ms: {'design':>7s} {'cross':>6s} {'optimizer':>9s} {'result':>6s} "
@@ -184,9 +183,8 @@ def small_fit_stages() -> None:
             t4 = time.perf_counter()
             steps.append([t1 - t0, t2 - t1, t3 - t2, t4 - t3])
         design_ms, cross_ms, opt_ms, result_ms = 1e3 * np.median(steps, axis=0)
-        evaluate = profiled_criterion if len(opt.theta) == 1 else criterion_and_gradient
         with single_blas_thread():  # as the optimizer runs them
-            eval_ms, _ = median_ms(lambda: evaluate(opt.theta, design, cp, reml), 101)
+            eval_ms, _ = median_ms(lambda: criterion_and_gradient(opt.theta, design, cp, reml), 101)
         print(f"  {name:26s} {design_ms:7.2f} {cross_ms:6.2f} {opt_ms:9.2f} {result_ms:6.2f} "
               f"{opt.n_evaluations:5d} {eval_ms:7.3f}")
 
