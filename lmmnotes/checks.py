@@ -11,7 +11,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -82,11 +82,17 @@ def require_numeric(data: pd.DataFrame, column: str, role: str = "response") -> 
         )
 
 
-def complete_cases(frame: pd.DataFrame, stacklevel: int) -> np.ndarray:
+def complete_cases(frame: pd.DataFrame, stacklevel: int, columns: Mapping[str, pd.Series] | None = None
+                   ) -> np.ndarray:
     """Which rows of ``frame`` have no missing value: the one missing-value policy of every
     estimator (R's na.omit). Incomplete rows are counted in a :class:`MissingValuesWarning`
-    issued ``stacklevel`` levels above the caller; no complete row is a DataError."""
-    complete = frame.notna().to_numpy().all(axis=1)
+    issued ``stacklevel`` levels above the caller; no complete row is a DataError. ``columns``:
+    the frame's columns by name, if the caller has read them already (``dict(frame.items())``)."""
+    complete = np.ones(len(frame), dtype=bool)
+    for _, column in frame.items() if columns is None else columns.items():
+        missing = _missing(column)
+        if missing is not None:
+            complete &= ~missing
     if not complete.all():
         warnings.warn(
             f"{int((~complete).sum())} of {len(frame)} rows have missing values in the columns the "
@@ -96,6 +102,22 @@ def complete_cases(frame: pd.DataFrame, stacklevel: int) -> np.ndarray:
         if not complete.any():
             raise DataError("no rows are left once rows with missing values are dropped")
     return complete
+
+
+def _missing(column: pd.Series) -> np.ndarray | None:
+    """Which values of ``column`` are missing, as ``column.isna()`` says; None when none can be (an
+    integer or boolean numpy column), or none is. Float and categorical columns are read directly
+    (NaN; a code of -1), the others asked of pandas."""
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return None
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        missing = np.isnan(column.to_numpy())
+    elif isinstance(dtype, pd.CategoricalDtype):
+        missing = column.array.codes < 0
+    else:
+        missing = column.isna().to_numpy(dtype=bool)
+    return missing if missing.any() else None
 
 
 def drop_incomplete_rows(data: pd.DataFrame, columns: Iterable[str], stacklevel: int) -> pd.DataFrame:
@@ -109,17 +131,28 @@ def drop_incomplete_rows(data: pd.DataFrame, columns: Iterable[str], stacklevel:
     return frame if complete.all() else frame.loc[complete]
 
 
-def require_finite(data: pd.DataFrame, columns: Iterable[str]) -> None:
+def require_finite(data: pd.DataFrame | Mapping[str, pd.Series], columns: Iterable[str],
+                   rows: np.ndarray | None = None) -> None:
     """Raise DataError naming each numeric column of ``columns`` that holds inf or -inf, and in how
-    many rows (missing values are the business of ``drop_incomplete_rows``)."""
+    many rows (missing values are the business of ``drop_incomplete_rows``). With ``rows`` (a
+    boolean mask), only those rows count, as if ``data.loc[rows]`` were given. ``data`` may also be
+    a mapping of names to columns already read."""
     problems = []
     for column in columns:
         series = data[column]
-        if is_numeric_dtype(series.dtype) and not is_bool_dtype(series.dtype):
+        dtype = series.dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+            continue  # an integer is finite, and stays finite as a float (at most about 1.8e19)
+        if isinstance(dtype, np.dtype) and dtype.kind == "f":
+            values = series.to_numpy()  # NaN is its own missing value, and neither inf nor -inf
+        elif is_numeric_dtype(dtype) and not is_bool_dtype(dtype):
             values = series.to_numpy(dtype=float, na_value=np.nan)
-            n_bad = int(np.isinf(values).sum())
-            if n_bad:
-                problems.append(f"{column!r} has {n_bad} infinite value(s)")
+        else:
+            continue
+        infinite = np.isinf(values)
+        n_bad = int(infinite[rows].sum() if rows is not None and infinite.any() else infinite.sum())
+        if n_bad:
+            problems.append(f"{column!r} has {n_bad} infinite value(s)")
     if problems:
         raise DataError(f"{'; '.join(problems)}; remove or correct those rows (e.g. "
                         "data.replace([np.inf, -np.inf], np.nan) drops them as missing)")
@@ -129,7 +162,9 @@ def require_usable_names(data: pd.DataFrame, columns: Iterable[str]) -> None:
     """Raise DataError if a column of ``columns`` occurs twice in ``data``, or is named
     ``Intercept`` (the name of the model matrix's intercept column)."""
     columns = set(columns)
-    duplicated = sorted({str(c) for c in data.columns[data.columns.duplicated()] if c in columns})
+    # is_unique is kept by the index: the duplicates are looked for only when there are some
+    duplicated = [] if data.columns.is_unique else sorted(
+        {str(c) for c in data.columns[data.columns.duplicated()] if c in columns})
     if duplicated:
         raise DataError(f"the data has more than one column named {', '.join(map(repr, duplicated))}; "
                         "rename them so each name is unique")

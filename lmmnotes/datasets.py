@@ -94,6 +94,15 @@ def level_labels(values: pd.Series) -> np.ndarray:
     return np.array([_label(v) for v in distinct], dtype=object)[inverse]
 
 
+def _category_labels(categories: pd.Index) -> list[str]:
+    """``_label`` of each category; categories that are all strings are their own labels (read at once)."""
+    if categories.dtype == object or isinstance(categories.dtype, pd.StringDtype):
+        labels = categories.tolist()
+        if all(type(label) is str for label in labels):
+            return labels
+    return [_label(c) for c in categories]
+
+
 def factor_levels(values: pd.Series, order=_level_order) -> tuple[list[str], np.ndarray]:
     """``values`` read as a factor: its level labels and each value's level index (0, 1, ...).
 
@@ -103,7 +112,7 @@ def factor_levels(values: pd.Series, order=_level_order) -> tuple[list[str], np.
     their labels are sorted.
     """
     if isinstance(values.dtype, pd.CategoricalDtype):
-        return [_label(c) for c in values.array.categories], np.asarray(values.array.codes, dtype=np.intp)
+        return _category_labels(values.array.categories), np.asarray(values.array.codes, dtype=np.intp)
     inverse, distinct = _distinct(values)
     distinct_labels = [_label(v) for v in distinct]
     labels = order(list(dict.fromkeys(distinct_labels)))

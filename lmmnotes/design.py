@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pandas.api.types import is_float_dtype
-from scipy.linalg.lapack import dpotrf
+from scipy.linalg.lapack import dpotrf, dtrtri
 from formulaic import Formula
 
 from .checks import DataError, PredictorScaleWarning, RankDeficiencyWarning, require_columns
@@ -117,8 +117,11 @@ class TermDesign:
 
     @cached_property
     def lower(self) -> tuple[np.ndarray, np.ndarray]:
-        """Row and column indices of the lower triangle, column by column (theta's order)."""
-        return np.triu_indices(self.p)[::-1]
+        """Row and column indices of the lower triangle, column by column (theta's order): the
+        column indices of the upper triangle's entries row by row, and their row indices
+        (``np.triu_indices(p)[::-1]``, written out: a few entries)."""
+        entries = [(r, c) for c in range(self.p) for r in range(c, self.p)]
+        return (np.array([r for r, _ in entries], dtype=np.intp), np.array([c for _, c in entries], dtype=np.intp))
 
     def template(self, theta_t: np.ndarray) -> np.ndarray:
         """The lower-triangular p_t x p_t factor T_t filled column by column from theta_t."""
@@ -302,16 +305,26 @@ def canonical_theta(theta: np.ndarray, design: Design) -> np.ndarray:
     return out + 0.0  # a negated zero becomes +0.0
 
 
-def interaction(data: pd.DataFrame, factors: tuple[str, ...]
+def interaction(data: pd.DataFrame, factors: tuple[str, ...], read: dict | None = None
                 ) -> tuple[np.ndarray, tuple[str, ...], tuple[tuple[str, ...], ...], np.ndarray]:
     """The interaction of ``factors`` (``a:b``), observed levels only: each row's level index, the
     level labels, each factor's labels, and each level's mixed-radix key (``TermDesign.level_index``).
 
     Each column is a factor whatever its dtype; levels follow the column's categories if it is
     categorical, else R's order (see ``datasets``). Combined levels are ordered with the first
-    factor varying slowest, and labelled ``"a1:b1"``.
+    factor varying slowest, and labelled ``"a1:b1"``. ``read``: a dict in which to keep each
+    column's ``factor_levels`` for the next call on the same ``data`` (nested terms share factors).
     """
-    per_factor = [factor_levels(data[name]) for name in factors]
+    read = {} if read is None else read
+    for name in factors:
+        if name not in read:
+            read[name] = factor_levels(data[name])
+    per_factor = [read[name] for name in factors]
+    if len(per_factor) == 1:  # one factor: its levels are the combinations, if every one is observed
+        labels, codes = per_factor[0]
+        present = np.bincount(codes, minlength=len(labels)) > 0
+        if present.all():
+            return codes.astype(np.intp), tuple(labels), (tuple(labels),), np.flatnonzero(present)
     # one integer per combination, first factor slowest (mixed radix): its observed values in
     # increasing order are the observed combinations in lexicographic order
     sizes = [len(labels) for labels, _ in per_factor]
@@ -359,17 +372,28 @@ def drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]
     dqrdc2), whatever the units. That is the diagonal |R_jj| of X D = QR, with D scaling each
     column to unit length; a column of zeros is aliased. The Cholesky factor of D X'X D is the
     same R, cheaper for a long X but accurate only to about 1e-8: it settles the clear cases
-    (every |R_jj| above 1e3 times the tolerance), the QR the rest.
+    (every |R_jj| above 1e3 times the tolerance), the QR the rest. D X'X D is X'X with its rows
+    and columns divided by the lengths (one product of X, no scaled copy of it).
     """
     if not X.size:
         return X, names, []
+    if X.shape[0] >= X.shape[1]:
+        with np.errstate(all="ignore"):  # an overflow leaves the decision to the QR below
+            gram = X.T @ X
+        squares = gram.diagonal()
+        # squared lengths far from under- and overflow, so that D X'X D is as accurate as the
+        # product of the scaled columns (a zero column is left to the QR too)
+        if squares.min() >= 1e-250 and squares.max() <= 1e250:
+            if X.shape[1] == 1:  # D X'X D is 1 (to rounding), and so is R
+                return X, names, []
+            scale = 1.0 / np.sqrt(squares)
+            R, info = dpotrf(gram * scale[:, None] * scale, lower=0)
+            if info == 0 and np.all(np.abs(np.diag(R)) > 1e3 * RANK_TOLERANCE):
+                return X, names, []
     lengths = np.sqrt(np.einsum("ij,ij->j", X, X))
     nonzero = lengths > 0
     if nonzero.all() and X.shape[0] >= X.shape[1]:
         scaled = X / lengths
-        R, info = dpotrf(scaled.T @ scaled, lower=0)
-        if info == 0 and np.all(np.abs(np.diag(R)) > 1e3 * RANK_TOLERANCE):
-            return X, names, []
         if np.all(np.abs(np.diagonal(np.linalg.qr(scaled, mode="r"))) > RANK_TOLERANCE):
             return X, names, []
     keep: list[int] = []
@@ -393,7 +417,8 @@ def check_predictor_scales(X: np.ndarray, names: list[str], stacklevel: int) -> 
     standard deviations of the columns that are not 0/1 indicators differ by a factor above
     ``SCALE_RATIO``, or one of them is above it or below its inverse. Nothing is wrong with such
     a model, but its optimization and its printed estimates are easier on rescaled columns."""
-    continuous = [j for j in range(X.shape[1]) if not np.isin(X[:, j], (0.0, 1.0)).all()]
+    columns = X.T.copy()  # each column contiguous
+    continuous = np.flatnonzero(~((columns == 0.0) | (columns == 1.0)).all(axis=1)).tolist()
     if not continuous or X.shape[0] < 2:
         return
     sd = np.std(X[:, continuous], axis=0, ddof=1)
@@ -465,6 +490,8 @@ def _used_columns(parsed: ParsedFormula, response: tuple | None, parts: list[Pla
 
 def _require_finite_columns(X: np.ndarray, names, what: str) -> None:
     """Raise DataError naming the model-matrix columns with non-finite values (log of 0, say)."""
+    if np.isfinite(X).all():
+        return
     bad = ~np.isfinite(X).all(axis=0)
     if bad.any():
         shown = ", ".join(f"{name} ({int((~np.isfinite(X[:, j])).sum())} rows)" for j, name in enumerate(names)
@@ -476,37 +503,131 @@ def _require_finite_columns(X: np.ndarray, names, what: str) -> None:
 RESIDUAL_TOLERANCE = 1e-9  # relative: a residual this small is an exact fit
 
 
+def _residual(target: np.ndarray, regressors: np.ndarray) -> float:
+    """The length of the residual of ``target`` on the columns of ``regressors`` (least squares)."""
+    if not regressors.size:
+        return float(np.linalg.norm(target))
+    coef, *_ = np.linalg.lstsq(regressors, target, rcond=None)
+    return float(np.linalg.norm(target - regressors @ coef))
+
+
+EPS = np.finfo(float).eps
+
+
+def _clearly_above(target: np.ndarray, regressors: np.ndarray, threshold: float) -> bool:
+    """True only if ``_residual(target, regressors)`` is surely above ``threshold``, judged from the
+    Cholesky factor of a (k+1) x (k+1) Gram matrix instead of a least-squares fit of n rows; False
+    when this cheap test cannot tell.
+
+    Why it never says True where ``_residual`` would give at most ``threshold``: let A = [X, t] (X the
+    k regressors, t the target) and D scale A's columns to unit length. The computed factor R of
+    D A'A D is the exact factor of D A'A D + E, ||E|| <= e = 2 (k+1)(n+k+6) eps (the rounding of the
+    products and of the factorization, for unit columns far from under- and overflow). R_tt^2 is the
+    Schur complement of t there; the exact one, r^2 / ||t||^2 (r: the least-squares residual of t on
+    X), is at least R_tt^2 - e (1 + ||z||^2), z the minimizer in the scaled units, ||z|| <= 1 /
+    sigma_min(XD), and sigma_min(XD)^2 >= 1/B^2 - e >= 1/(2 B^2) for B >= ||R_xx^-1|| (1.1 times the
+    Frobenius norm of the computed inverse) when e B^2 <= 1/2. That gives r >= r_low.
+    ``_residual`` returns the computed norm of t - X c for lstsq's c; exactly, ||t - X c|| >= r for
+    any c, and rounding (gamma = 2 (k+2) eps) moves it by at most gamma (||t|| + sum_j |c_j| ||x_j||),
+    where the sum is at most 1.5 sqrt(k) B ||X c|| <= 1.5 sqrt(k) B (||t|| + ||t - X c||). So a result
+    <= threshold means r <= 4 threshold + 2 gamma (1 + 1.5 sqrt(k) B) ||t|| when gamma 1.5 sqrt(k) B
+    <= 1/2; True needs r_low above twice that. Columns of zeros are left out (they change neither
+    r nor X c); any other doubt (a long, ill-conditioned or badly scaled A) answers False.
+    """
+    n, k = regressors.shape
+    if not k or n * (k + 1) ** 2 < 10_000:  # lstsq itself is as cheap for a small X
+        return False
+    gram = np.empty((k + 1, k + 1))
+    with np.errstate(all="ignore"):  # an overflow makes the test undecided (below), not a warning
+        gram[:k, :k] = regressors.T @ regressors
+        gram[:k, k] = gram[k, :k] = regressors.T @ target
+        gram[k, k] = target @ target
+    squares = gram.diagonal()
+    if squares[:k].min() == 0:  # a sum of squares is 0 for a column of zeros, or of tiny values
+        zero = squares[:k] == 0
+        if regressors[:, zero].any():
+            return False
+        used = np.append(~zero, True)
+        k, gram = k - int(zero.sum()), gram[np.ix_(used, used)]
+        squares = gram.diagonal()
+    if not (squares.min() >= 1e-250 and squares.max() <= 1e250 and n * EPS < 1e-3):
+        return False
+    length = np.sqrt(squares[k])  # ||t||
+    e, gamma = 2 * (k + 1) * (n + k + 6) * EPS, 2 * (k + 2) * EPS
+    if not k:  # only columns of zeros: r = ||t||, and X c = 0
+        return bool(length * (1 - e) > 2 * (4 * threshold + 2 * gamma * length))
+    scale = 1.0 / np.sqrt(squares)
+    R, info = dpotrf(gram * scale[:, None] * scale, lower=0)
+    if info != 0:
+        return False
+    inverse, info = dtrtri(R[:k, :k], lower=0)
+    bound = 1.1 * np.sqrt(np.sum(inverse * inverse))  # B
+    c = 1.5 * np.sqrt(k) * bound
+    if info != 0 or not (e * bound**2 <= 0.5 and gamma * c <= 1e-3):
+        return False
+    r_low = np.sqrt(max(R[k, k] ** 2 - e * (1 + 2.1 * bound**2), 0.0)) * length
+    return bool(r_low > 2 * (4 * threshold + 2 * gamma * (1 + c) * length))
+
+
+def _level_cross_products(t: TermDesign, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """X_t'X_t and X_t' values (n x m) over each level's rows: (levels x p x p) and (levels x p x m)
+    arrays, bit for bit as np.add.at of the rows' products makes them: np.bincount adds the same
+    products in the same order (row after row), one bincount per entry. A sum that is not finite
+    is made again by np.add.at, which warns of the overflow as it always did."""
+    n_levels, p, m = t.n_levels, t.p, values.shape[1]
+    columns, others = t.X.T.copy(), values.T.copy()  # each column contiguous
+    blocks, right = np.empty((n_levels, p, p)), np.empty((n_levels, p, m))
+    with np.errstate(all="ignore"):
+        for j in range(p):
+            for k in range(j, p):  # x_j x_k = x_k x_j exactly: the blocks are symmetric bit for bit
+                blocks[:, j, k] = blocks[:, k, j] = np.bincount(t.codes, weights=columns[j] * columns[k],
+                                                                minlength=n_levels)
+            for k in range(m):
+                right[:, j, k] = np.bincount(t.codes, weights=columns[j] * others[k], minlength=n_levels)
+    if not (np.isfinite(blocks).all() and np.isfinite(right).all()):
+        blocks, right = np.zeros((n_levels, p, p)), np.zeros((n_levels, p, m))
+        np.add.at(blocks, t.codes, t.X[:, :, None] * t.X[:, None, :])
+        np.add.at(right, t.codes, t.X[:, :, None] * values[:, None, :])
+    return blocks, right
+
+
+def _project_off(values: np.ndarray, t: TermDesign) -> np.ndarray:
+    """``values`` (n x m) minus their least-squares fit on the term's Z_t: each level's fit on its own
+    rows (Z_t'Z_t is block diagonal), with np.linalg.pinv of each level's X_t'X_t."""
+    blocks, right = _level_cross_products(t, values)
+    if t.p == 1 and blocks.min() >= 1e-100 and blocks.max() <= 1e100:
+        # pinv of a 1 x 1 block b > 0 is 1/b, bit for bit in this range (outside it LAPACK's SVD
+        # rescales); a product with one term is the same in matmul and einsum
+        return values - t.X * ((1.0 / blocks) * right)[t.codes, 0]
+    coef = np.linalg.pinv(blocks) @ right  # each level's least-squares fit on its own rows
+    return values - np.einsum("ij,ijk->ik", t.X, coef[t.codes])
+
+
 def _require_residual_variation(y: np.ndarray, X: np.ndarray, terms: list[TermDesign], response: str) -> None:
     """Raise DataError when the response leaves no residual variation: a constant response, or one
     that the fixed effects alone, or with the random effects of one term, fit exactly. The
     residual variance would be 0 and the criterion unbounded (lme4 gives nonsense there).
 
     The residual of y on [X, Z_t] comes from Frisch-Waugh-Lovell: y and X are first projected off
-    Z_t level by level (Z_t'Z_t is block diagonal), then y's residual is regressed on X's."""
+    Z_t level by level (``_project_off``), then y's residual is regressed on X's. A residual is
+    computed (``_residual``) only when the cheap ``_clearly_above`` cannot tell that it is large."""
     spread = np.linalg.norm(y - y.mean())
     if spread == 0 or spread <= 1e-14 * np.linalg.norm(y):
         raise DataError(f"the response {response!r} is constant ({y[0]:g} in every row used), so the model "
                         "has nothing to explain and its variances are not identifiable")
+    threshold = RESIDUAL_TOLERANCE * spread
 
-    def residual(target: np.ndarray, regressors: np.ndarray) -> float:
-        if not regressors.size:
-            return float(np.linalg.norm(target))
-        coef, *_ = np.linalg.lstsq(regressors, target, rcond=None)
-        return float(np.linalg.norm(target - regressors @ coef))
+    def exact_fit(target: np.ndarray, regressors: np.ndarray) -> bool:
+        return not _clearly_above(target, regressors, threshold) and _residual(target, regressors) <= threshold
 
-    if residual(y, X) <= RESIDUAL_TOLERANCE * spread:
+    if exact_fit(y, X):
         raise DataError(f"the fixed effects fit the response {response!r} exactly (no residual variation), so "
                         "the residual variance is 0 and the model is not identifiable; check that the "
                         "response is not computed from the predictors")
     both = np.column_stack([y, X])
     for t in terms:
-        blocks = np.zeros((t.n_levels, t.p, t.p))
-        np.add.at(blocks, t.codes, t.X[:, :, None] * t.X[:, None, :])
-        right = np.zeros((t.n_levels, t.p, both.shape[1]))
-        np.add.at(right, t.codes, t.X[:, :, None] * both[:, None, :])
-        coef = np.linalg.pinv(blocks) @ right  # each level's least-squares fit on its own rows
-        projected = both - np.einsum("ij,ijk->ik", t.X, coef[t.codes])
-        if residual(projected[:, 0], projected[:, 1:]) <= RESIDUAL_TOLERANCE * spread:
+        projected = _project_off(both, t)
+        if exact_fit(projected[:, 0], projected[:, 1:]):
             raise DataError(
                 f"the fixed effects and the random effects of ({t.term.expr} | {t.group}) fit the response "
                 f"{response!r} exactly (no variation left within the levels of {t.group}), so the residual "
@@ -555,9 +676,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, stacklevel: int =
     frame_all, frame = frame, (frame if complete.all() else frame.loc[complete])
 
     n = len(y)
-    terms = []
+    terms, read = [], {}
     for t, expr in zip(parsed.random, exprs):
-        codes, levels, labels, keys = interaction(frame, t.factors)
+        codes, levels, labels, keys = interaction(frame, t.factors, read)
         Xt, columns, spec = _term_matrix(t, expr, frame_all, complete)
         _require_finite_columns(Xt, columns, f"model matrix of ({t.expr} | {t.group})")
         terms.append(TermDesign(term=t, levels=levels, codes=codes, X=Xt, columns=columns, spec=spec,

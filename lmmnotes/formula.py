@@ -17,6 +17,7 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .checks import DataError
 
@@ -191,9 +192,20 @@ def _uncorrelated(expr: str) -> list[str]:
 
 
 def parse_formula(formula: str) -> ParsedFormula:
-    """Split an lme4 formula into response, fixed part and random-effects terms."""
+    """Split an lme4 formula into response, fixed part and random-effects terms.
+
+    The answer is a pure function of the string and immutable (frozen dataclasses of strings and
+    tuples), so a string's parse is kept (``_parse``) for the next fit of the same formula."""
     if not isinstance(formula, str) or "~" not in formula:
         raise FormulaError(f"a formula must be a string 'response ~ terms', got {formula!r}")
+    # a subclass of str may hash or compare as it likes: parsed afresh, and kept as given
+    return _parse(formula) if type(formula) is str else _parse.__wrapped__(formula)
+
+
+@lru_cache(maxsize=256)
+def _parse(formula: str) -> ParsedFormula:
+    """``parse_formula`` of a string with a '~' (a FormulaError is raised again on every call:
+    lru_cache keeps answers, not exceptions)."""
     lhs, _, rhs = formula.partition("~")
     response = lhs.strip()
     if not response:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -78,30 +79,35 @@ def formula_variables(*expressions: str) -> list[str]:
 
     ``a:b``, ``a*b``, ``log(x)``, ``poly(x, 2)``, ```a b```: a name called as a function is a function;
     any other name (``log`` in ``y ~ log``) is a column. ``np.log(x)`` uses x."""
+    return list(dict.fromkeys(name for text in expressions for name in _expression_variables(text)))
+
+
+@lru_cache(maxsize=512)
+def _expression_variables(text: str) -> tuple[str, ...]:
+    """``formula_variables`` of one expression (a pure function of the string: kept for the next call)."""
     out: dict[str, None] = {}
-    for text in expressions:
-        quoted: list[str] = []
+    quoted: list[str] = []
 
-        def placeholder(match: re.Match) -> str:
-            quoted.append(match.group(1))
-            return f"__q{len(quoted) - 1}__"
+    def placeholder(match: re.Match) -> str:
+        quoted.append(match.group(1))
+        return f"__q{len(quoted) - 1}__"
 
-        source = re.sub(r"`([^`]*)`", placeholder, text).replace(":", "*").replace("~", ",")
-        try:
-            tree = ast.parse(source, mode="eval")
-        except SyntaxError as error:
-            raise DataError(f"cannot read {text!r} as a model formula: {error.msg}") from None
-        functions = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
-        attributes = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
-        names = sorted((node for node in ast.walk(tree) if isinstance(node, ast.Name)),
-                       key=lambda node: (node.lineno, node.col_offset))
-        for node in names:
-            if id(node) in functions or id(node) in attributes:
-                continue
-            name = node.id
-            match = re.fullmatch(r"__q(\d+)__", name)
-            out[quoted[int(match.group(1))] if match else name] = None
-    return list(out)
+    source = re.sub(r"`([^`]*)`", placeholder, text).replace(":", "*").replace("~", ",")
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as error:
+        raise DataError(f"cannot read {text!r} as a model formula: {error.msg}") from None
+    functions = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    attributes = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    names = sorted((node for node in ast.walk(tree) if isinstance(node, ast.Name)),
+                   key=lambda node: (node.lineno, node.col_offset))
+    for node in names:
+        if id(node) in functions or id(node) in attributes:
+            continue
+        name = node.id
+        match = re.fullmatch(r"__q(\d+)__", name)
+        out[quoted[int(match.group(1))] if match else name] = None
+    return tuple(out)
 
 
 def factor_calls(expression: str) -> list[str]:
@@ -114,8 +120,9 @@ def model_frame(data: pd.DataFrame, columns: Iterable[str], *, groups: Iterable[
                 stacklevel: int) -> tuple[pd.DataFrame, np.ndarray]:
     """The ``columns`` and ``groups`` of ``data`` for every row, coded as the module docstring says
     (object, string and categorical columns among ``columns`` as categoricals of the levels seen in
-    the complete rows, nullable numbers as floats), and which rows are complete. Grouping factors (``groups`` not among ``columns``) keep their values:
-    ``design.interaction`` codes them, by value and in R's order.
+    the complete rows, nullable numbers as floats), and which rows are complete. Grouping factors
+    (``groups`` not among ``columns``) keep their values: ``design.interaction`` codes them, by
+    value and in R's order.
 
     Checks the names (``require_columns``, ``require_usable_names``) and the values (no inf);
     rows with a missing value are reported by a ``MissingValuesWarning`` issued ``stacklevel``
@@ -126,15 +133,18 @@ def model_frame(data: pd.DataFrame, columns: Iterable[str], *, groups: Iterable[
     require_columns(data, [*columns, *(g for g in dict.fromkeys(groups) if g not in columns)])
     require_usable_names(data, used)
     frame = data.take([i for i, c in enumerate(data.columns) if c in used], axis=1)  # a copy
-    complete = complete_cases(frame, stacklevel=stacklevel + 1)
-    require_finite(frame.loc[complete] if not complete.all() else frame, frame.columns)
+    read = dict(frame.items())  # each column read once
+    complete = complete_cases(frame, stacklevel=stacklevel + 1, columns=read)
+    every_row = bool(complete.all())
+    require_finite(read, frame.columns, rows=None if every_row else complete)
     for name in columns:
-        column = frame[name]
+        column = read[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
-            observed = set(pd.unique(column.array.codes[complete]).tolist())
-            keep = [c for k, c in enumerate(column.array.categories) if k in observed]
-            if len(keep) < len(column.array.categories):
-                frame[name] = column.cat.set_categories(keep)
+            categories = column.array.categories
+            codes = column.array.codes  # >= 0 in the complete rows
+            observed = np.bincount(codes if every_row else codes[complete], minlength=len(categories)) > 0
+            if not observed.all():
+                frame[name] = column.cat.set_categories([c for c, seen in zip(categories, observed) if seen])
         elif isinstance(column.dtype, pd.StringDtype) or is_object_dtype(column.dtype):
             frame[name] = pd.Categorical(column.astype(object).where(complete, None),
                                          categories=_sorted_levels(column[complete]))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -51,8 +52,10 @@ class PlainFormula:
         return tuple(dict.fromkeys(name for term in self.terms for name in term))
 
 
+@lru_cache(maxsize=256)
 def parse_plain(rhs: str) -> PlainFormula | None:
-    """Read ``rhs`` as a plain right-hand side (module docstring), or None if it is not one."""
+    """Read ``rhs`` as a plain right-hand side (module docstring), or None if it is not one.
+    (A pure function of the string, with an immutable answer: kept for the next call.)"""
     intercept, expanded = True, []
     for piece in split_top_level(rhs, "+"):
         piece = piece.strip()
@@ -133,8 +136,10 @@ def plain_columns(formula: PlainFormula | None, frame: pd.DataFrame, factors: bo
     return X, names
 
 
+@lru_cache(maxsize=256)
 def parse_plain_response(response: str) -> tuple[str, object] | None:
-    """(column, function) for a response ``y`` or ``f(y)`` with f in FORMULA_FUNCTIONS (else None)."""
+    """(column, function) for a response ``y`` or ``f(y)`` with f in FORMULA_FUNCTIONS (else None;
+    kept for the next call, as ``parse_plain``)."""
     response = response.strip()
     if response.startswith("`") and response.endswith("`") and response.count("`") == 2:
         response = response[1:-1]  # a keyword quoted by parse_formula, e.g. `yield`
