@@ -17,6 +17,7 @@ without formulaic's fixed cost of a few milliseconds a call.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -31,7 +32,7 @@ from formulaic import Formula
 from .checks import DataError, PredictorScaleWarning, RankDeficiencyWarning, require_columns
 from .datasets import factor_levels, level_labels
 from .formula import ParsedFormula, RandomTerm
-from .model_frame import apply_spec, evaluate, formula_variables, kept_rows, model_frame
+from .model_frame import apply_spec, evaluate, formula_variables, kept_rows, model_frame_columns
 from .plain_formula import PlainFormula, parse_plain, parse_plain_response, plain_columns, plain_response
 
 
@@ -305,15 +306,16 @@ def canonical_theta(theta: np.ndarray, design: Design) -> np.ndarray:
     return out + 0.0  # a negated zero becomes +0.0
 
 
-def interaction(data: pd.DataFrame, factors: tuple[str, ...], read: dict | None = None
+def interaction(data: pd.DataFrame | dict[str, pd.Series], factors: tuple[str, ...], read: dict | None = None
                 ) -> tuple[np.ndarray, tuple[str, ...], tuple[tuple[str, ...], ...], np.ndarray]:
     """The interaction of ``factors`` (``a:b``), observed levels only: each row's level index, the
     level labels, each factor's labels, and each level's mixed-radix key (``TermDesign.level_index``).
 
     Each column is a factor whatever its dtype; levels follow the column's categories if it is
     categorical, else R's order (see ``datasets``). Combined levels are ordered with the first
-    factor varying slowest, and labelled ``"a1:b1"``. ``read``: a dict in which to keep each
-    column's ``factor_levels`` for the next call on the same ``data`` (nested terms share factors).
+    factor varying slowest, and labelled ``"a1:b1"``. ``data`` may also be the frame's columns by
+    name; ``read``: a dict in which to keep each column's ``factor_levels`` for the next call on the
+    same ``data`` (nested terms share factors).
     """
     read = {} if read is None else read
     for name in factors:
@@ -328,7 +330,7 @@ def interaction(data: pd.DataFrame, factors: tuple[str, ...], read: dict | None 
     # one integer per combination, first factor slowest (mixed radix): its observed values in
     # increasing order are the observed combinations in lexicographic order
     sizes = [len(labels) for labels, _ in per_factor]
-    key = np.zeros(len(data), dtype=np.int64)
+    key = np.zeros(len(per_factor[0][1]), dtype=np.int64)
     for (_, codes), size in zip(per_factor, sizes):
         key = key * size + codes
     present = np.bincount(key, minlength=int(np.prod(sizes, dtype=np.int64))) > 0
@@ -433,14 +435,16 @@ def check_predictor_scales(X: np.ndarray, names: list[str], stacklevel: int) -> 
 
 
 def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame, complete: np.ndarray, response: tuple | None,
-                    fixed: PlainFormula | None) -> tuple[np.ndarray, np.ndarray, list[str], object]:
+                    fixed: PlainFormula | None, columns: dict | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, list[str], object]:
     """y, X, X's column names and formulaic's ModelSpec of X: directly for a plain formula
     (``plain_formula``: ``response`` and ``fixed`` are its parsed parts, None if not plain;
     the ModelSpec is then None, built only if predict needs it), else by formulaic on every row
-    of ``frame`` (``model_frame``), keeping the ``complete`` ones."""
+    of ``frame`` (``model_frame``), keeping the ``complete`` ones. ``columns``: the frame's columns
+    as read, if every row is complete."""
     kept = frame if complete.all() else frame.loc[complete]
-    y = plain_response(*response, kept) if response else None
-    plain = plain_columns(fixed, kept) if y is not None else None
+    y = plain_response(*response, kept if columns is None else columns) if response else None
+    plain = plain_columns(fixed, kept, read=columns) if y is not None else None
     if plain is not None:
         return y, plain[0], [r_name(c) for c in plain[1]], None
     matrices = evaluate(_fixed_formula(parsed), frame, f"the fixed-effects model matrix for {parsed.fixed!r}")
@@ -454,11 +458,12 @@ def _fixed_matrices(parsed: ParsedFormula, frame: pd.DataFrame, complete: np.nda
             [r_name(c) for c in matrices.rhs.columns], matrices.rhs.model_spec)
 
 
-def _term_matrix(term: RandomTerm, expr: PlainFormula | None, frame: pd.DataFrame, complete: np.ndarray
-                 ) -> tuple[np.ndarray, tuple[str, ...], object]:
+def _term_matrix(term: RandomTerm, expr: PlainFormula | None, frame: pd.DataFrame, complete: np.ndarray,
+                 kept: pd.DataFrame, read: dict | None = None) -> tuple[np.ndarray, tuple[str, ...], object]:
     """X_t, its column names and formulaic's ModelSpec (None when built directly: numeric columns
-    only; ``expr`` is the term's parsed expression, None if not plain)."""
-    plain = plain_columns(expr, frame if complete.all() else frame.loc[complete], factors=False)
+    only; ``expr`` is the term's parsed expression, None if not plain). ``kept``: the ``complete``
+    rows of ``frame``; ``read``: their columns as read, if every row is complete."""
+    plain = plain_columns(expr, kept, factors=False, read=read)
     if plain is not None:
         return plain[0], tuple(r_name(c) for c in plain[1]), None
     Xt = evaluate(term.expr, frame, f"the model matrix of ({term.expr} | {term.group})")
@@ -535,10 +540,22 @@ def _clearly_above(target: np.ndarray, regressors: np.ndarray, threshold: float)
     r nor X c); any other doubt (a long, ill-conditioned or badly scaled A) answers False.
     """
     n, k = regressors.shape
+    if k == 1:  # in scalars: D A'A D = [[1, rho], [rho, 1]], R_xx = 1, R_tt^2 = 1 - rho^2 (cheaper than lstsq)
+        x = regressors[:, 0]
+        with np.errstate(all="ignore"):  # an overflow makes the test undecided (below), not a warning
+            xx, xt, tt = float(x @ x), float(x @ target), float(target @ target)
+        if not 1e-250 <= tt <= 1e250:
+            return False
+        if xx == 0 and not x.any():
+            return _bound_above(1.0, 0.0, 0, n, math.sqrt(tt), threshold)
+        if not 1e-250 <= xx <= 1e250:
+            return False
+        rho = xt / math.sqrt(xx) / math.sqrt(tt)
+        return _bound_above(1.0 - rho * rho, 1.1, 1, n, math.sqrt(tt), threshold)
     if not k or n * (k + 1) ** 2 < 10_000:  # lstsq itself is as cheap for a small X
         return False
     gram = np.empty((k + 1, k + 1))
-    with np.errstate(all="ignore"):  # an overflow makes the test undecided (below), not a warning
+    with np.errstate(all="ignore"):
         gram[:k, :k] = regressors.T @ regressors
         gram[:k, k] = gram[k, :k] = regressors.T @ target
         gram[k, k] = target @ target
@@ -550,22 +567,29 @@ def _clearly_above(target: np.ndarray, regressors: np.ndarray, threshold: float)
         used = np.append(~zero, True)
         k, gram = k - int(zero.sum()), gram[np.ix_(used, used)]
         squares = gram.diagonal()
-    if not (squares.min() >= 1e-250 and squares.max() <= 1e250 and n * EPS < 1e-3):
+    if not (squares.min() >= 1e-250 and squares.max() <= 1e250):
         return False
-    length = np.sqrt(squares[k])  # ||t||
-    e, gamma = 2 * (k + 1) * (n + k + 6) * EPS, 2 * (k + 2) * EPS
+    length = math.sqrt(squares[k])  # ||t||
     if not k:  # only columns of zeros: r = ||t||, and X c = 0
-        return bool(length * (1 - e) > 2 * (4 * threshold + 2 * gamma * length))
+        return _bound_above(1.0, 0.0, 0, n, length, threshold)
     scale = 1.0 / np.sqrt(squares)
     R, info = dpotrf(gram * scale[:, None] * scale, lower=0)
     if info != 0:
         return False
     inverse, info = dtrtri(R[:k, :k], lower=0)
-    bound = 1.1 * np.sqrt(np.sum(inverse * inverse))  # B
-    c = 1.5 * np.sqrt(k) * bound
-    if info != 0 or not (e * bound**2 <= 0.5 and gamma * c <= 1e-3):
+    return info == 0 and _bound_above(R[k, k] ** 2, 1.1 * math.sqrt(np.sum(inverse * inverse)), k, n, length,
+                                      threshold)
+
+
+def _bound_above(r_tt2: float, bound: float, k: int, n: int, length: float, threshold: float) -> bool:
+    """The end of ``_clearly_above``: whether r_low is above twice the most that a residual of at
+    most ``threshold`` found by lstsq allows, given R_tt^2 (``r_tt2``), B (``bound``; 0 when there
+    are no regressors) and ||t|| (``length``), for k regressors and n rows."""
+    e, gamma = 2 * (k + 1) * (n + k + 6) * EPS, 2 * (k + 2) * EPS
+    c = 1.5 * math.sqrt(k) * bound
+    if not (n * EPS < 1e-3 and e * bound**2 <= 0.5 and gamma * c <= 1e-3):
         return False
-    r_low = np.sqrt(max(R[k, k] ** 2 - e * (1 + 2.1 * bound**2), 0.0)) * length
+    r_low = math.sqrt(max(r_tt2 - e * (1 + 2.1 * bound**2), 0.0)) * length
     return bool(r_low > 2 * (4 * threshold + 2 * gamma * (1 + c) * length))
 
 
@@ -652,10 +676,13 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, stacklevel: int =
         )
     response, fixed = parse_plain_response(parsed.response), parse_plain(parsed.fixed)
     exprs = [parse_plain(t.expr) for t in parsed.random]
-    frame, complete = model_frame(data, _used_columns(parsed, response, [fixed] + exprs),
-                                  groups=[f for t in parsed.random for f in t.factors], stacklevel=stacklevel + 1)
+    frame, complete, read = model_frame_columns(data, _used_columns(parsed, response, [fixed] + exprs),
+                                                groups=[f for t in parsed.random for f in t.factors],
+                                                stacklevel=stacklevel + 1)
+    every_row = bool(complete.all())
+    as_read = read if every_row else None  # the frame's columns as read, when it is the frame used
 
-    y, X, x_names, fixed_spec = _fixed_matrices(parsed, frame, complete, response, fixed)
+    y, X, x_names, fixed_spec = _fixed_matrices(parsed, frame, complete, response, fixed, as_read)
     if not np.all(np.isfinite(y)):
         raise DataError(
             f"the response {parsed.response!r} has {int((~np.isfinite(y)).sum())} non-finite values "
@@ -673,13 +700,13 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, stacklevel: int =
             RankDeficiencyWarning, stacklevel=stacklevel + 1,
         )
     check_predictor_scales(X, x_names, stacklevel=stacklevel + 1)
-    frame_all, frame = frame, (frame if complete.all() else frame.loc[complete])
+    frame_all, frame = frame, (frame if every_row else frame.loc[complete])
 
     n = len(y)
-    terms, read = [], {}
+    terms, factors = [], {}
     for t, expr in zip(parsed.random, exprs):
-        codes, levels, labels, keys = interaction(frame, t.factors, read)
-        Xt, columns, spec = _term_matrix(t, expr, frame_all, complete)
+        codes, levels, labels, keys = interaction(frame if as_read is None else as_read, t.factors, factors)
+        Xt, columns, spec = _term_matrix(t, expr, frame_all, complete, frame, as_read)
         _require_finite_columns(Xt, columns, f"model matrix of ({t.expr} | {t.group})")
         terms.append(TermDesign(term=t, levels=levels, codes=codes, X=Xt, columns=columns, spec=spec,
                                 factor_labels=labels, level_keys=keys))

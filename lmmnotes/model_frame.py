@@ -118,6 +118,13 @@ def factor_calls(expression: str) -> list[str]:
 
 def model_frame(data: pd.DataFrame, columns: Iterable[str], *, groups: Iterable[str] = (),
                 stacklevel: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The model frame and its complete rows: ``model_frame_columns`` without the columns read."""
+    frame, complete, _ = model_frame_columns(data, columns, groups=groups, stacklevel=stacklevel + 1)
+    return frame, complete
+
+
+def model_frame_columns(data: pd.DataFrame, columns: Iterable[str], *, groups: Iterable[str] = (),
+                        stacklevel: int) -> tuple[pd.DataFrame, np.ndarray, dict[str, pd.Series]]:
     """The ``columns`` and ``groups`` of ``data`` for every row, coded as the module docstring says
     (object, string and categorical columns among ``columns`` as categoricals of the levels seen in
     the complete rows, nullable numbers as floats), and which rows are complete. Grouping factors
@@ -126,17 +133,18 @@ def model_frame(data: pd.DataFrame, columns: Iterable[str], *, groups: Iterable[
 
     Checks the names (``require_columns``, ``require_usable_names``) and the values (no inf);
     rows with a missing value are reported by a ``MissingValuesWarning`` issued ``stacklevel``
-    levels above the caller. ``data`` is not modified."""
+    levels above the caller. ``data`` is not modified. Also returns the frame's columns by name,
+    as read (``frame[name]``: pandas makes a new Series at each reading)."""
     require_frame(data)
     columns = list(dict.fromkeys(columns))
     used = set(columns) | set(groups)
     require_columns(data, [*columns, *(g for g in dict.fromkeys(groups) if g not in columns)])
     require_usable_names(data, used)
-    frame = data.take([i for i, c in enumerate(data.columns) if c in used], axis=1)  # a copy
+    frame = data.take([i for i, c in enumerate(data.columns.tolist()) if c in used], axis=1)  # a copy
     read = dict(frame.items())  # each column read once
     complete = complete_cases(frame, stacklevel=stacklevel + 1, columns=read)
     every_row = bool(complete.all())
-    require_finite(read, frame.columns, rows=None if every_row else complete)
+    require_finite(read, list(read), rows=None if every_row else complete)
     for name in columns:
         column = read[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
@@ -154,7 +162,10 @@ def model_frame(data: pd.DataFrame, columns: Iterable[str], *, groups: Iterable[
                             f"date: (data[{name!r}] - data[{name!r}].min()).dt.days")
         elif isinstance(column.dtype, pd.api.extensions.ExtensionDtype):  # Int64, Float64, boolean: floats, NaN
             frame[name] = column.to_numpy(dtype=float, na_value=np.nan)
-    return frame, complete
+        else:
+            continue
+        read[name] = frame[name]  # recoded
+    return frame, complete, read
 
 
 def evaluate(formula, frame: pd.DataFrame, what: str):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
@@ -46,9 +46,9 @@ class PlainFormula:
     intercept: bool
     terms: tuple[tuple[str, ...], ...]
 
-    @property
+    @cached_property
     def variables(self) -> tuple[str, ...]:
-        """The columns the terms use, in order of first appearance."""
+        """The columns the terms use, in order of first appearance (worked out once: a tuple)."""
         return tuple(dict.fromkeys(name for term in self.terms for name in term))
 
 
@@ -81,10 +81,20 @@ def parse_plain(rhs: str) -> PlainFormula | None:
     return PlainFormula(intercept, tuple(ordered))
 
 
+def _is_number(dtype) -> bool:
+    """A numeric dtype that is not boolean (numpy's integers and floats read at once)."""
+    if isinstance(dtype, np.dtype) and dtype.kind in "iuf":
+        return True
+    return is_numeric_dtype(dtype) and not is_bool_dtype(dtype)
+
+
 def _factor_levels(column: pd.Series) -> tuple[list[str], np.ndarray] | None:
     """Level labels and integer codes of a factor column (None if it is not a plain factor)."""
     if isinstance(column.dtype, pd.CategoricalDtype):  # named as formulaic names them: str(category)
-        return [str(c) for c in column.array.categories], np.asarray(column.array.codes, dtype=np.intp)
+        labels = column.array.categories.tolist()
+        if not all(type(label) is str for label in labels):
+            labels = [str(label) for label in labels]
+        return labels, np.asarray(column.array.codes, dtype=np.intp)
     dtype = column.dtype
     # strings: object columns, and pandas' default str dtype; formulaic cannot encode the "string"
     # dtype whose missing value is pd.NA, so that one goes to formulaic, which then explains
@@ -96,20 +106,20 @@ def _factor_levels(column: pd.Series) -> tuple[list[str], np.ndarray] | None:
     return None
 
 
-def plain_columns(formula: PlainFormula | None, frame: pd.DataFrame, factors: bool = True
-                  ) -> tuple[np.ndarray, list[str]] | None:
+def plain_columns(formula: PlainFormula | None, frame: pd.DataFrame, factors: bool = True,
+                  read: dict[str, pd.Series] | None = None) -> tuple[np.ndarray, list[str]] | None:
     """The model matrix of ``formula`` for ``frame`` and its column names, as formulaic builds
     them. None if ``formula`` is None; if a column is missing, named Intercept, or neither
     float64, integer nor a factor; or if a factor occurs in a formula without an intercept or
     that is not hierarchical (or at all, if not ``factors``: a factor's levels would then come
-    from ``frame`` alone)."""
+    from ``frame`` alone). ``read``: ``frame``'s columns by name, if read already."""
     if formula is None or any(name == "Intercept" or name not in frame.columns for name in formula.variables):
         return None
     columns: dict[str, list[tuple[str, np.ndarray]]] = {}
     has_factor = False
     for name in formula.variables:
-        column = frame[name]
-        if is_numeric_dtype(column.dtype) and not is_bool_dtype(column.dtype):
+        column = frame[name] if read is None else read[name]
+        if _is_number(column.dtype):
             if is_float_dtype(column.dtype) and column.dtype.itemsize != 8:
                 return None  # formulaic multiplies float32 columns in float32
             columns[name] = [(name, column.to_numpy(dtype=float))]
@@ -152,10 +162,11 @@ def parse_plain_response(response: str) -> tuple[str, object] | None:
     return None
 
 
-def plain_response(column: str, function, frame: pd.DataFrame) -> np.ndarray | None:
-    """The response vector, or None if the column is not numeric (formulaic then explains)."""
+def plain_response(column: str, function, frame: pd.DataFrame | dict[str, pd.Series]) -> np.ndarray | None:
+    """The response vector, or None if the column is not numeric (formulaic then explains).
+    ``frame`` may also be a frame's columns by name."""
     values = frame[column]
-    if not is_numeric_dtype(values.dtype) or is_bool_dtype(values.dtype):
+    if not _is_number(values.dtype):
         return None
     y = values.to_numpy(dtype=float)
     if function is not None:

@@ -18,8 +18,8 @@ from lmmnotes import design as D
 from lmmnotes.checks import PredictorScaleWarning, complete_cases, require_finite
 from lmmnotes.datasets import factor_levels
 from lmmnotes.formula import parse_formula
-from lmmnotes.model_frame import formula_variables, model_frame
-from lmmnotes.plain_formula import parse_plain, parse_plain_response
+from lmmnotes.model_frame import formula_variables, model_frame, model_frame_columns
+from lmmnotes.plain_formula import parse_plain, parse_plain_response, plain_columns, plain_response
 
 
 # ---- the computations the fast paths replace ---------------------------------------------------
@@ -270,6 +270,8 @@ def near_exact_cases():
                 (np.column_stack([ones, 1e8 * x, 1e-8 * w]), 1e6 + x + delta * w),
                 (np.column_stack([ones, x, x + 1e-7 * w]), 5 * x + delta * w),
                 (x[:, None], 3 * x + delta * w),
+                (ones[:, None], 1e6 + delta * w),  # one column, and a mean far above the spread
+                (ones[:, None], 1e6 + 1e-3 * delta * w),
                 (noise, delta * w + 1e-16 * noise[:, 0]),
                 (np.column_stack([noise, np.zeros(n)]), delta * w),
                 (np.zeros((n, 2)), delta * w),
@@ -298,7 +300,10 @@ def test_the_cheap_residual_test_never_accepts_a_fit_that_lstsq_finds_exact():
 def test_the_cheap_residual_test_leaves_small_and_doubtful_cases_to_lstsq():
     rng = np.random.default_rng(5)
     x = rng.standard_normal(50)
-    assert not D._clearly_above(x, np.ones((50, 1)), 1e-9)  # small: lstsq is as cheap
+    assert not D._clearly_above(x, np.column_stack([np.ones(50), x**2]), 1e-9)  # small: lstsq is as cheap
+    assert D._clearly_above(x, np.ones((50, 1)), 1e-9)  # but one column is done in scalars
+    assert D._clearly_above(x, np.zeros((50, 1)), 1e-9) and not D._clearly_above(x, np.zeros((50, 1)), 10.0)
+    assert not D._clearly_above(x, np.full((50, 1), 1e-170), 1e-9)  # its square underflows
     x = rng.standard_normal(5000)
     X = np.column_stack([np.ones(5000), x])
     assert D._clearly_above(x**2, X, 1e-9)
@@ -332,3 +337,20 @@ def test_exact_fits_are_refused_as_before(n, per_level, delta):
             assert "exactly" in str(error)
             refused = True
         assert refused == expected
+
+
+def test_the_columns_read_with_the_model_frame_are_its_columns():
+    data = pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "x": [0.5, 1.5, 2.5, 3.5], "s": ["b", "a", "b", "a"],
+                         "c": pd.Categorical(["u", "v", "u", "v"], categories=["w", "v", "u"]),
+                         "I": pd.array([1, 2, 3, 4], dtype="Int64"), "g": ["p", "q", "p", "q"], "other": 0})
+    frame, complete, read = model_frame_columns(data, ["y", "x", "s", "c", "I"], groups=["g"], stacklevel=1)
+    assert list(read) == list(frame.columns) == ["y", "x", "s", "c", "I", "g"] and complete.all()
+    for name in frame.columns:
+        pd.testing.assert_series_equal(read[name], frame[name])
+    assert list(read["c"].cat.categories) == ["v", "u"] and read["I"].dtype == float
+    rhs = parse_plain("x + s * c + I")
+    fast, plain = plain_columns(rhs, frame, read=read), plain_columns(rhs, frame)
+    assert same_bits(fast[0], plain[0]) and fast[1] == plain[1]
+    assert same_bits(plain_response("y", np.log, read), plain_response("y", np.log, frame))
+    fast, plain = D.interaction(read, ("g", "s")), D.interaction(frame, ("g", "s"))
+    assert same_bits(fast[0], plain[0]) and fast[1:3] == plain[1:3] and same_bits(fast[3], plain[3])
