@@ -89,15 +89,16 @@ class TermDesign:
     def group(self) -> str:
         return self.term.group
 
-    @property
+    # sizes, asked for many times in a fit: kept once worked out (a TermDesign does not change)
+    @cached_property
     def n_levels(self) -> int:
         return len(self.levels)
 
-    @property
+    @cached_property
     def p(self) -> int:
         return self.X.shape[1]
 
-    @property
+    @cached_property
     def n_theta(self) -> int:
         return self.p * (self.p + 1) // 2
 
@@ -237,7 +238,7 @@ class Design:
             scales.append(2.0 ** np.round(-np.log2(np.where(rms[rows] > 0, rms[rows], 1.0))))
         return np.concatenate(scales)
 
-    @property
+    @cached_property
     def q(self) -> int:
         """Number of random effects."""
         return sum(t.n_levels * t.p for t in self.terms)
@@ -248,6 +249,12 @@ class Design:
         rows, cols, which = [], [], []
         offset = 0
         for t, s in zip(self.terms, self.theta_slices):
+            if t.p == 1:  # one entry a level, on the diagonal
+                rows.append(offset + np.arange(t.n_levels))
+                cols.append(rows[-1])
+                which.append(np.full(t.n_levels, s.start))
+                offset += t.n_levels
+                continue
             r, c = t.lower  # lower triangle, column by column, as theta
             base = offset + np.arange(t.n_levels)[:, None] * t.p
             rows.append((base + r).ravel())
@@ -301,6 +308,9 @@ def canonical_theta(theta: np.ndarray, design: Design) -> np.ndarray:
     if not np.all(np.isfinite(out)):
         raise DataError(f"theta (or a start) must be finite, got {out.tolist()}")
     for t, s in zip(design.terms, design.theta_slices):
+        if t.p == 1:  # T_t = [theta_t]: negated if negative
+            out[s] = np.abs(out[s])
+            continue
         T = t.template(out[s])
         out[s] = (T * np.where(np.diag(T) < 0, -1.0, 1.0))[t.lower]
     return out + 0.0  # a negated zero becomes +0.0

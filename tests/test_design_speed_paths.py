@@ -354,3 +354,37 @@ def test_the_columns_read_with_the_model_frame_are_its_columns():
     assert same_bits(plain_response("y", np.log, read), plain_response("y", np.log, frame))
     fast, plain = D.interaction(read, ("g", "s")), D.interaction(frame, ("g", "s"))
     assert same_bits(fast[0], plain[0]) and fast[1:3] == plain[1:3] and same_bits(fast[3], plain[3])
+
+
+def canonical_theta_by_templates(theta, design):
+    out = np.array(theta, dtype=float, ndmin=1)
+    for t, s in zip(design.terms, design.theta_slices):
+        T = t.template(out[s])
+        out[s] = (T * np.where(np.diag(T) < 0, -1.0, 1.0))[t.lower]
+    return out + 0.0
+
+
+def lambda_index_by_blocks(design):
+    rows, cols, which = [], [], []
+    offset = 0
+    for t, s in zip(design.terms, design.theta_slices):
+        r, c = t.lower
+        base = offset + np.arange(t.n_levels)[:, None] * t.p
+        rows.append((base + r).ravel())
+        cols.append((base + c).ravel())
+        which.append(np.tile(np.arange(s.start, s.stop), t.n_levels))
+        offset += t.n_levels * t.p
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(which)
+
+
+def test_scalar_terms_in_canonical_theta_and_lambda_index():
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(12), 10)
+    data = pd.DataFrame({"y": rng.standard_normal(120), "x": rng.standard_normal(120), "g": g, "h": g % 5,
+                         "k": rng.integers(0, 7, 120)})
+    design = D.build_design(parse_formula("y ~ x + (1 | g) + (x | h) + (0 + x | k)"), data)
+    assert [t.p for t in design.terms] == [1, 1, 2]  # in decreasing order of levels
+    assert all(same_bits(a, b) for a, b in zip(design.lambda_index, lambda_index_by_blocks(design)))
+    assert design.q == sum(t.n_levels * t.p for t in design.terms)
+    for theta in ([-0.0, 1.0, -2.0, 0.5, -0.0], [1.5, -1.0, 0.0, -0.25, 3.0], rng.standard_normal(5)):
+        assert same_bits(D.canonical_theta(theta, design), canonical_theta_by_templates(theta, design))
