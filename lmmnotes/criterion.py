@@ -283,6 +283,17 @@ class CrossProducts:
         return np.vstack([self.Z1Xy.reshape(-1, self.p + 1), self.Z2Xy])
 
     @cached_property
+    def gram(self) -> np.ndarray:
+        """[Z X y]'[Z X y] as one (q + P + 1) square array (dense path only)."""
+        q = self.ZtXy.shape[0]
+        C = np.empty((q + self.p + 1, q + self.p + 1))
+        C[:q, :q] = self.ZtZ
+        C[:q, q:] = self.ZtXy
+        C[q:, :q] = self.ZtXy.T
+        C[q:, q:] = self.XyXy
+        return C
+
+    @cached_property
     def XyXy(self) -> np.ndarray:
         """[X y]'[X y], (P + 1, P + 1)."""
         XyXy = np.empty((self.p + 1, self.p + 1))
@@ -837,59 +848,80 @@ def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts,
 def _whole_criterion_and_gradient(theta: np.ndarray, design: Design,
                                   cp: CrossProducts,
                                   reml: bool) -> tuple[float, np.ndarray]:
-    """``criterion_and_gradient`` with L_theta as one dense q x q factor: the
-    module docstring's formulas as they are written, with
-    A = Lambda'Z'Z Lambda + I, G = A^{-1} and M = Z'Z Lambda G. Entry i of
-    the gradient sums its terms over the positions (r, c) of Lambda that hold
-    theta_i, so only those entries of M, M_rc = (Z'Z Lambda)_r. G_.c, are
-    formed. When every term is scalar, Lambda = diag(lam) is diagonal: its
-    products are scalings, and its positions are the diagonal (r = c)."""
+    r"""``criterion_and_gradient`` for a small model, from one Cholesky factor.
+
+    With :math:`\tilde\Lambda = \operatorname{diag}(\Lambda, I)` and
+    :math:`C = [Z\,X\,y]^\top[Z\,X\,y]` (``CrossProducts.gram``), the module docstring's
+    blocked factor is one factor of one matrix,
+
+    .. math::
+        F F^\top = \tilde\Lambda^\top C \tilde\Lambda + \begin{bmatrix} I_q & 0 \\ 0 & 0 \end{bmatrix},
+        \qquad F = \begin{bmatrix} L_\theta & 0 \\ [R_{ZX}\; c_u]^\top & T^\top \end{bmatrix},
+        \qquad T = \begin{bmatrix} R_X & c_\beta \\ 0 & r \end{bmatrix},
+
+    with :math:`r^2 = r^2(\theta)` (and the response stored as :math:`y - X\gamma`, so that
+    :math:`\hat\beta` below stands for :math:`\hat\beta - \gamma`, ``CrossProducts.with_response``).
+    Since that matrix times :math:`(\tilde u, \hat\beta, -1)` is
+    :math:`(0, 0, -r^2)` (the normal equations), :math:`(\tilde u, \hat\beta, -1) = -r F^{-\top} e`:
+    :math:`-r` times the last row of :math:`F^{-1}`. The leading block of :math:`F^{-1}` is
+    :math:`L_\theta^{-1}`, so :math:`G = A^{-1} = L_\theta^{-\top}L_\theta^{-1}`, and its rows
+    :math:`\Phi` for X are :math:`[-R_X^{-\top}R_{ZX}^\top L_\theta^{-1}\;\; R_X^{-\top}]`, so that
+    :math:`W_X R_X^{-1} = Z^\top[Z\,X]\,\tilde\Lambda\,\Phi^\top`. Entry i of the gradient
+    sums the module docstring's terms over the positions (r, c) of Lambda that hold theta_i,
+    with :math:`M_{rc} = (Z^\top Z\Lambda)_{r\cdot} G_{\cdot c}`. When every term is scalar,
+    Lambda is diagonal: its products are scalings, and its positions the diagonal (r = c).
+    An exact fit (:math:`r^2 \le 0` in floating point) is left to the blocked evaluation.
+    """
     rows, cols, which = design.lambda_index
-    q = design.q
+    q, p = design.q, cp.p
+    C = cp.gram
     if cp.scalar_terms:
-        lam = theta[which]
-        ZtZ_Lam = cp.ZtZ * lam
-        A = lam[:, None] * ZtZ_Lam
-        Lam_ZtXy = lam[:, None] * cp.ZtXy
+        lam_all = np.ones(q + p + 1)  # the diagonal of Lambda-tilde
+        lam_all[:q] = lam = theta[which]
+        M = lam_all[:, None] * C * lam_all
     else:
-        Lam = np.zeros((q, q))
-        Lam[rows, cols] = theta[which]
-        ZtZ_Lam = cp.ZtZ @ Lam
-        A = Lam.T @ ZtZ_Lam
-        Lam_ZtXy = Lam.T @ cp.ZtXy
-    A += np.eye(q)
-    L, info = dpotrf(A, lower=1, clean=1, overwrite_a=1)
-    if info != 0:
+        Lam_all = np.eye(q + p + 1)
+        Lam_all[:q, :q] = 0.0
+        Lam_all[rows, cols] = theta[which]
+        M = Lam_all.T @ C @ Lam_all
+    np.einsum("ii->i", M)[:q] += 1.0  # a writeable view of the diagonal
+    F, info = dpotrf(M, lower=1, clean=1, overwrite_a=1)
+    if info == q + p + 1:  # only the last pivot failed: r^2 <= 0
+        return criterion_and_gradient(theta, design, replace(cp, whole=False), reml)
+    if 0 < info <= q:
         raise np.linalg.LinAlgError(
             "Lambda' Z'Z Lambda + I is not positive definite")
-    RZXy = _trsolve(L, Lam_ZtXy, lower=1)  # [R_ZX c_u]
-    RZX, cu, R_X, c_beta, r2 = _fixed_effects_factor(cp, RZXy)
-    beta = _trsolve(R_X, c_beta, lower=0)  # beta-hat - gamma
-    u = _trsolve(L, cu - RZX @ beta, lower=1, trans=1)
-    L_inv, info = dtrtri(L, lower=1)
-    if info != 0:
-        raise np.linalg.LinAlgError("L_theta is singular")
+    if info:
+        raise np.linalg.LinAlgError(
+            "X'X - R_ZX'R_ZX is not positive definite: X is rank deficient")
+    F_inv, _ = dtrtri(F, lower=1)
+    r = F[-1, -1]
+    estimates = -r * F_inv[-1]  # (u-tilde, beta-hat - gamma, -1)
+    u = estimates[:q]
+    L_inv = F_inv[:q, :q]
     G = L_inv.T @ L_inv
-    ZtX, Zty = cp.ZtXy[:, :-1], cp.ZtXy[:, -1]
-    Zte = Zty - ZtX @ beta - ZtZ_Lam @ u  # Z'e
-    if reml and cp.p:
-        # W_X = Z'X - Z'Z Lambda G Lambda'Z'X, and W_X R_X^{-1}
-        W_X = ZtX - ZtZ_Lam @ (G @ Lam_ZtXy[:, :-1])
-        WR = _trsolve(R_X, W_X.T, lower=0, trans=1).T
-    dof = cp.n - cp.p if reml else cp.n
-    if cp.scalar_terms:  # every position on the diagonal; G is symmetric
-        at_positions = (2.0 * np.einsum("ij,ij->i", ZtZ_Lam, G)
+    r2 = r * r
+    dof = cp.n - p if reml else cp.n
+    if cp.scalar_terms:
+        Zte = -(C[:q] @ (lam_all * estimates))  # Z'e
+        at_positions = (2.0 * ((C[:q, :q] * G) @ lam)
                         - 2.0 * dof / r2 * Zte * u)
-        if reml and cp.p:
+        if reml and p:
+            WR = C[:q, :q + p] @ (lam_all[:q + p, None] * F_inv[q:q + p, :q + p].T)
             at_positions -= 2.0 * lam * np.einsum("ij,ij->i", WR, WR)
     else:
+        Zte = -(C[:q] @ (Lam_all @ estimates))
+        ZtZ_Lam = C[:q, :q] @ Lam_all[:q, :q]
         at_positions = (2.0 * np.einsum("ij,ij->i", ZtZ_Lam[rows], G[cols])
                         - 2.0 * dof / r2 * Zte[rows] * u[cols])
-        if reml and cp.p:
-            at_positions -= 2.0 * np.einsum("ij,ij->i", WR[rows], (Lam.T @ WR)[cols])
+        if reml and p:
+            WR = C[:q, :q + p] @ (Lam_all[:q + p, :q + p] @ F_inv[q:q + p, :q + p].T)
+            Lam_WR = Lam_all[:q, :q].T @ WR
+            at_positions -= 2.0 * np.einsum("ij,ij->i", WR[rows], Lam_WR[cols])
     gradient = np.bincount(which, weights=at_positions,
                            minlength=len(theta))
-    logdet_L2 = 2.0 * np.log(L.diagonal()).sum()
-    logdet_RX2 = 2.0 * np.log(np.abs(R_X.diagonal())).sum()
-    value = criterion_from_parts(logdet_L2, logdet_RX2, r2, cp.n, cp.p, reml)
+    diagonal = np.log(np.abs(F.diagonal()))
+    logdet_L2 = 2.0 * diagonal[:q].sum()
+    logdet_RX2 = 2.0 * diagonal[q:q + p].sum()
+    value = criterion_from_parts(logdet_L2, logdet_RX2, r2, cp.n, p, reml)
     return float(value), gradient
