@@ -340,7 +340,7 @@ def interaction(data: pd.DataFrame | dict[str, pd.Series], factors: tuple[str, .
     # one integer per combination, first factor slowest (mixed radix): its observed values in
     # increasing order are the observed combinations in lexicographic order
     sizes = [len(labels) for labels, _ in per_factor]
-    key = np.zeros(len(per_factor[0][1]), dtype=np.int64)
+    key = np.zeros(len(per_factor[0][1]) if per_factor else len(data), dtype=np.int64)
     for (_, codes), size in zip(per_factor, sizes):
         key = key * size + codes
     present = np.bincount(key, minlength=int(np.prod(sizes, dtype=np.int64))) > 0
