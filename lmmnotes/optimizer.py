@@ -90,11 +90,11 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
     there and reports it: no point it could still find would differ by more than rounding error.
     """
     scale = design.theta_scale
-    best = {"scaled": None, "fun": np.inf, "gradient": None, "near": 0, "nfev": 0}
+    best = {"scaled": None, "fun": np.inf, "gradient": None, "near": 0, "nfev": 0, "radius": 0.0}
 
     def fun(scaled):
-        close = best["scaled"] is not None and (np.max(np.abs(scaled - best["scaled"]))
-                                                <= STALL_DISTANCE * max(1.0, np.max(np.abs(best["scaled"]))))
+        # best["radius"]: how close to the best point counts as the same point
+        close = best["scaled"] is not None and abs(scaled - best["scaled"]).max() <= best["radius"]
         if close and best["near"]:
             raise _Stalled
         value, gradient = criterion_and_gradient(scaled * scale, design, cp, reml)
@@ -103,7 +103,8 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
                      and abs(value - best["fun"]) <= STALL_CHANGE * max(1.0, abs(best["fun"])))
         best["near"] = best["near"] + 1 if close or unchanged else 0
         if value < best["fun"]:
-            best.update(scaled=np.array(scaled, dtype=float), fun=value, gradient=gradient)
+            best.update(scaled=scaled.copy(), fun=value, gradient=gradient,
+                        radius=STALL_DISTANCE * max(1.0, abs(scaled).max()))
         if best["near"] >= 2:
             raise _Stalled
         return value, gradient * scale
