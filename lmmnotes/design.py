@@ -233,6 +233,9 @@ class Design:
         then exact, and a column of unit size leaves theta as it is)."""
         scales = []
         for t in self.terms:
+            if t.p == 1 and (t.X == 1.0).all():  # an intercept: rms 1 exactly (a sum of ones), scale 1
+                scales.append(np.ones(1))
+                continue
             rms = np.sqrt(np.mean(t.X**2, axis=0))
             rows, _ = t.lower
             scales.append(2.0 ** np.round(-np.log2(np.where(rms[rows] > 0, rms[rows], 1.0))))

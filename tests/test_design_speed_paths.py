@@ -388,3 +388,17 @@ def test_scalar_terms_in_canonical_theta_and_lambda_index():
     assert design.q == sum(t.n_levels * t.p for t in design.terms)
     for theta in ([-0.0, 1.0, -2.0, 0.5, -0.0], [1.5, -1.0, 0.0, -0.25, 3.0], rng.standard_normal(5)):
         assert same_bits(D.canonical_theta(theta, design), canonical_theta_by_templates(theta, design))
+
+
+def test_an_intercept_term_has_scale_one_as_the_mean_of_its_squares_says():
+    for n in (2, 7, 1000, 100_003):
+        ones = np.ones((n, 1))
+        rms = np.sqrt(np.mean(ones**2, axis=0))
+        assert same_bits(2.0 ** np.round(-np.log2(np.where(rms > 0, rms, 1.0))), np.ones(1))
+    rng = np.random.default_rng(8)
+    data = pd.DataFrame({"y": rng.standard_normal(90), "x": 30 * rng.standard_normal(90), "g": np.arange(90) % 9,
+                         "h": np.arange(90) % 4})
+    design = D.build_design(parse_formula("y ~ x + (1 | g) + (x | h)"), data)
+    rms = [np.sqrt(np.mean(t.X**2, axis=0))[t.lower[0]] for t in design.terms]
+    expected = np.concatenate([2.0 ** np.round(-np.log2(np.where(r > 0, r, 1.0))) for r in rms])
+    assert same_bits(design.theta_scale, expected) and design.theta_scale[0] == 1.0
