@@ -606,21 +606,29 @@ def _bound_above(r_tt2: float, bound: float, k: int, n: int, length: float, thre
     return bool(r_low > 2 * (4 * threshold + 2 * gamma * (1 + c) * length))
 
 
+LONG_DESIGN = 20_000  # n p (p + m) from which sparse products with Z_t beat one np.bincount per entry
+
+
 def _level_cross_products(t: TermDesign, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """X_t'X_t and X_t' values (n x m) over each level's rows: (levels x p x p) and (levels x p x m)
-    arrays, bit for bit as np.add.at of the rows' products makes them: np.bincount adds the same
-    products in the same order (row after row), one bincount per entry. A sum that is not finite
-    is made again by np.add.at, which warns of the overflow as it always did."""
+    arrays, bit for bit as np.add.at of the rows' products makes them. Both ways below add the same
+    products in the same order (row after row, one rounding each): one np.bincount per entry, or for
+    a long design Z_t' X_t and Z_t' values (scipy's sparse product; Z_t is kept for the criterion).
+    A sum that is not finite is made again by np.add.at, which warns of the overflow as it always did."""
     n_levels, p, m = t.n_levels, t.p, values.shape[1]
-    columns, others = t.X.T.copy(), values.T.copy()  # each column contiguous
-    blocks, right = np.empty((n_levels, p, p)), np.empty((n_levels, p, m))
     with np.errstate(all="ignore"):
-        for j in range(p):
-            for k in range(j, p):  # x_j x_k = x_k x_j exactly: the blocks are symmetric bit for bit
-                blocks[:, j, k] = blocks[:, k, j] = np.bincount(t.codes, weights=columns[j] * columns[k],
-                                                                minlength=n_levels)
-            for k in range(m):
-                right[:, j, k] = np.bincount(t.codes, weights=columns[j] * others[k], minlength=n_levels)
+        if len(t.codes) * p * (p + m) >= LONG_DESIGN:
+            blocks = (t.Z.T @ t.X).reshape(n_levels, p, p)
+            right = (t.Z.T @ values).reshape(n_levels, p, m)
+        else:
+            columns, others = t.X.T.copy(), values.T.copy()  # each column contiguous
+            blocks, right = np.empty((n_levels, p, p)), np.empty((n_levels, p, m))
+            for j in range(p):
+                for k in range(j, p):  # x_j x_k = x_k x_j exactly: the blocks are symmetric bit for bit
+                    blocks[:, j, k] = blocks[:, k, j] = np.bincount(t.codes, weights=columns[j] * columns[k],
+                                                                    minlength=n_levels)
+                for k in range(m):
+                    right[:, j, k] = np.bincount(t.codes, weights=columns[j] * others[k], minlength=n_levels)
     if not (np.isfinite(blocks).all() and np.isfinite(right).all()):
         blocks, right = np.zeros((n_levels, p, p)), np.zeros((n_levels, p, m))
         np.add.at(blocks, t.codes, t.X[:, :, None] * t.X[:, None, :])
@@ -637,6 +645,10 @@ def _project_off(values: np.ndarray, t: TermDesign) -> np.ndarray:
         # rescales); a product with one term is the same in matmul and einsum
         return values - t.X * ((1.0 / blocks) * right)[t.codes, 0]
     coef = np.linalg.pinv(blocks) @ right  # each level's least-squares fit on its own rows
+    if t.p == 2 and len(t.codes) * 2 * (2 + values.shape[1]) >= LONG_DESIGN:
+        # each fitted value is x_0 c_0 + x_1 c_1: one sum of two rounded products, whichever adds
+        # it, einsum over the gathered coefficients or scipy's product with Z_t
+        return values - t.Z @ coef.reshape(t.n_levels * 2, values.shape[1])
     return values - np.einsum("ij,ijk->ik", t.X, coef[t.codes])
 
 

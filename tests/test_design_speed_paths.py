@@ -231,7 +231,7 @@ def test_drop_aliased_decides_as_the_scaled_columns_do(seed):
 @pytest.mark.parametrize("p", [1, 2, 3])
 def test_level_sums_and_projections_are_those_of_add_at_and_pinv(p):
     rng = np.random.default_rng(p)
-    for n, levels in [(7, 3), (200, 17), (4000, 150)]:
+    for n, levels in [(7, 3), (200, 17), (4000, 150), (9000, 300)]:  # np.bincount, then sparse products
         codes = np.concatenate([np.arange(levels), rng.integers(0, levels, n - levels)])
         X = np.column_stack([np.ones(n)] + [rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4)
                                             for _ in range(p - 1)])
@@ -248,12 +248,13 @@ def test_level_sums_and_projections_are_those_of_add_at_and_pinv(p):
         assert same_bits(D._project_off(values, t), projected_by_add_at(values, t))
 
 
-def test_an_overflowing_level_sum_warns_as_add_at_does():
-    t = term([0, 0, 1, 1], np.array([[1.0], [1.0], [1.0], [1.0]]))
-    values = np.array([[1e308], [1e308], [1.0], [2.0]])
+@pytest.mark.parametrize("n", [4, 40_000])
+def test_an_overflowing_level_sum_warns_as_add_at_does(n):
+    t = term(np.arange(n) // (n // 2), np.ones((n, 1)))
+    values = np.where(np.arange(n) < n // 2, 1e308, 1.0)[:, None]
     with pytest.warns(RuntimeWarning, match="overflow"):
         _, right = D._level_cross_products(t, values)
-    assert np.isinf(right[0, 0, 0]) and right[1, 0, 0] == 3.0
+    assert np.isinf(right[0, 0, 0]) and right[1, 0, 0] == n // 2
 
 
 def near_exact_cases():
