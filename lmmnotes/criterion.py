@@ -885,14 +885,14 @@ def _whole_criterion_and_gradient(theta: np.ndarray, design: Design,
     if cp.scalar_terms:
         lam_all = np.ones(q + p + 1)  # the diagonal of Lambda-tilde
         lam_all[:q] = lam = theta[which]
-        M = lam_all[:, None] * C * lam_all
+        augmented = lam_all[:, None] * C * lam_all
     else:
         Lam_all = np.eye(q + p + 1)
         Lam_all[:q, :q] = 0.0
         Lam_all[rows, cols] = theta[which]
-        M = Lam_all.T @ C @ Lam_all
-    np.einsum("ii->i", M)[:q] += 1.0  # a writeable view of the diagonal
-    F, info = dpotrf(M, lower=1, clean=1, overwrite_a=1)
+        augmented = Lam_all.T @ C @ Lam_all
+    np.einsum("ii->i", augmented)[:q] += 1.0  # a writeable view of the diagonal
+    F, info = dpotrf(augmented, lower=1, clean=1, overwrite_a=1)
     if info == q + p + 1:  # only the last pivot failed: r^2 <= 0
         return criterion_and_gradient(theta, design, replace(cp, whole=False), reml)
     if 0 < info <= q:
@@ -907,12 +907,12 @@ def _whole_criterion_and_gradient(theta: np.ndarray, design: Design,
     u = estimates[:q]
     L_inv = F_inv[:q, :q]
     G = L_inv.T @ L_inv
-    r2 = r * r
+    r2 = max(r * r, np.finfo(float).tiny)  # as _fixed_effects_factor floors it
     dof = cp.n - p if reml else cp.n
     if cp.scalar_terms:
         Zte = -(C[:q] @ (lam_all * estimates))  # Z'e
         at_positions = (2.0 * ((C[:q, :q] * G) @ lam)
-                        - 2.0 * dof / r2 * Zte * u)
+                        - 2.0 * dof * (Zte * u) / r2)
         if reml and p:
             WR = C[:q, :q + p] @ (lam_all[:q + p, None] * F_inv[q:q + p, :q + p].T)
             at_positions -= 2.0 * lam * np.einsum("ij,ij->i", WR, WR)
@@ -920,7 +920,7 @@ def _whole_criterion_and_gradient(theta: np.ndarray, design: Design,
         Zte = -(C[:q] @ (Lam_all @ estimates))
         ZtZ_Lam = C[:q, :q] @ Lam_all[:q, :q]
         at_positions = (2.0 * np.einsum("ij,ij->i", ZtZ_Lam[rows], G[cols])
-                        - 2.0 * dof / r2 * Zte[rows] * u[cols])
+                        - 2.0 * dof * (Zte[rows] * u[cols]) / r2)
         if reml and p:
             WR = C[:q, :q + p] @ (Lam_all[:q + p, :q + p] @ F_inv[q:q + p, :q + p].T)
             Lam_WR = Lam_all[:q, :q].T @ WR

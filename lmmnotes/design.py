@@ -134,7 +134,7 @@ class TermDesign:
     @property
     def theta_lower(self) -> np.ndarray:
         """lme4's lower bounds: 0 for the diagonal of T_t, -inf below it. A fitted theta keeps
-        them (the diagonal is nonnegative), but the optimizer bounds only scalar terms (``fit._bounds``)."""
+        them (the diagonal is nonnegative), but the optimizer bounds only scalar terms (``optimizer._bounds``)."""
         rows, cols = self.lower
         return np.where(rows == cols, 0.0, -np.inf)
 

@@ -60,7 +60,7 @@ def _bounds(design: Design) -> list[tuple[float | None, None]]:
     diagonal entry of a template enters the criterion only through its square, so the gradient
     in it vanishes there. Among the 1000 fits of chapter 11's Monte Carlo study, a bounded
     search (in the units of ``_lbfgsb``) ended 19 times at a worse boundary point, which the
-    probe of ``_optimize_theta`` did not repair; the unbounded search, never. Unbounded, a step
+    probe of ``optimize_theta`` did not repair; the unbounded search, never. Unbounded, a step
     through 0 lands on the mirror image of a point inside, and a singular fit is an ordinary
     minimum at 0, approached quadratically (``_snap_to_boundary`` ends it there). A scalar term
     keeps its bound, which makes no such trouble (the probe handles a stop at 0) and saves
@@ -85,9 +85,10 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
 
     At the optimum of a large model the last line search can spend a dozen evaluations on points
     within 1e-12 of the best one, whose criterion agrees to all printed digits. When two
-    requests in a row come within ``STALL_DISTANCE`` of the best point, or two evaluations in
-    a row give a criterion within ``STALL_CHANGE`` (relative) of the best one, the search stops
-    there and reports it: no point it could still find would differ by more than rounding error.
+    requests in a row are at rounding distance from the best point, each either within
+    ``STALL_DISTANCE`` of it or with a criterion within ``STALL_CHANGE`` (relative) of its value,
+    the search stops there and reports it: no point it could still find would differ by more
+    than rounding error.
     """
     scale = design.theta_scale
     best = {"scaled": None, "fun": np.inf, "gradient": None, "near": 0, "nfev": 0, "radius": 0.0}
@@ -117,7 +118,7 @@ def _lbfgsb(design: Design, cp: CrossProducts, reml: bool, start: np.ndarray):
             # L-BFGS-B can report convergence at a trial point worse than its best one: a step
             # onto the bound of scalar thetas lands where the gradient vanishes (their squares
             # enter the criterion), the projected gradient there is 0, and it stops. The best
-            # point is then no optimum: report that, and _optimize_theta starts again from it.
+            # point is then no optimum: report that, and optimize_theta starts again from it.
             success, message = False, f"{message}, at a point worse than the best one evaluated"
     except _Stalled:
         success, message = True, "CONVERGENCE: the line search stalled within rounding distance of the best point"
@@ -330,7 +331,9 @@ def lme4_gradient_check(theta: np.ndarray, design: Design, cp: CrossProducts, re
 
     Forward differences decide every clear case; when the smallest relative eigenvalue is below
     100 times the threshold, or the scaled gradient within a factor 2 of ``GRADIENT_TOLERANCE``,
-    central differences decide, so that the forward differences' error never moves a verdict."""
+    central differences decide, so that the error of forward differences (about 1e-5 relative)
+    does not decide a close verdict. A verdict on a criterion whose curvature is at the level of
+    its rounding noise (a variance ratio of 1e12, say) is decided by that noise either way."""
     free = ~((design.theta_lower == 0) & (theta == 0))
     if not free.any():
         return 0.0

@@ -153,3 +153,30 @@ def test_the_stored_response_is_the_least_squares_residual():
     # two equal columns (which the design drops, but the helper must survive): the fit X gamma is right
     X2 = np.column_stack([X, X[:, 1]])
     np.testing.assert_allclose(X2 @ _least_squares(X2, X2.T @ X2, y), X @ gamma, rtol=1e-10)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | g)", "y ~ x + (x | g)", "y ~ x + (1 | g) + (1 | h)"])
+@pytest.mark.parametrize("factor", [3e-155, 1e150])
+def test_a_response_on_an_extreme_scale_gives_the_same_fit(formula, factor):
+    """Rescaling y rescales beta and sigma and leaves theta alone. At 3e-155, r^2 is about 5e-308:
+    the whole-matrix gradient must divide (Z'e)_r u_c by r^2, not multiply by 1 / r^2, which
+    overflows."""
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(6), 10)
+    x = rng.normal(size=60)
+    data = pd.DataFrame({"g": [f"g{k}" for k in g], "h": [f"h{k % 5}" for k in range(60)], "x": x,
+                         "y": 1 + 0.5 * x + rng.normal(size=6)[g] + 0.4 * rng.normal(size=6)[g] * x
+                         + rng.normal(size=60)})
+    design = build_design(parse_formula(formula), data)
+    cp = CrossProducts.from_design(design)
+    assert cp.whole
+    theta = design.default_start * 1.3
+    scaled_design = build_design(parse_formula(formula), data.assign(y=data["y"] * factor))
+    scaled_cp = CrossProducts.from_design(scaled_design)
+    _, gradient = criterion_and_gradient(theta, design, cp, True)
+    _, scaled_gradient = criterion_and_gradient(theta, scaled_design, scaled_cp, True)
+    np.testing.assert_allclose(scaled_gradient, gradient, rtol=1e-8, atol=1e-10)
+    fit = LmerFit.from_theta(design, cp, True, optimize_theta(design, cp, True).theta)
+    scaled_opt = optimize_theta(scaled_design, scaled_cp, True)
+    assert scaled_opt.converged
+    np.testing.assert_allclose(scaled_opt.theta, fit.theta, rtol=1e-5, atol=1e-7)
