@@ -252,7 +252,11 @@ def _moment_matching(Phi: np.ndarray, P: list[np.ndarray], W: np.ndarray, L: np.
     V0 = 1 + c1 * B
     V0 = 0.0 if abs(V0) < 1e-10 else V0
     V1, V2 = 1 - c2 * B, 1 - c3 * B
-    rho = (1.0 / ell) * ((1 - A2 / ell) / V1) ** 2 * V0 / V2
+    # In a balanced design V2 is 0 in exact arithmetic and, rounding permitting, in floating
+    # point too: rho is then infinite and m = 4, as R's pbkrtest computes it (R divides by 0
+    # silently), not a warning.
+    with np.errstate(divide="ignore"):
+        rho = (1.0 / ell) * ((1 - A2 / ell) / V1) ** 2 * np.float64(V0) / V2
     m = 4 + (ell + 2) / (ell * rho - 1)
     scaling = 1.0 if abs(m - 2) < 1e-2 else m * (1 - A2 / ell) / (m - 2)
     return scaling, m, A2
