@@ -79,7 +79,9 @@ with :math:`e = y - X\hat\beta - Z\Lambda\tilde u` and :math:`W_X = Z^\top X - Z
     M_{22} = (Z_2^\top Z_2 - N W N^\top)\Lambda_2 G_{22},
 
 of which only the diagonal level blocks of :math:`M_{22}` are computed: no block of :math:`A^{-1}`
-between the first term and the others is ever formed.
+between the first term and the others is ever formed. When :math:`\Lambda_2` is diagonal, even
+those come for free: :math:`\Lambda^\top M = \Lambda^\top Z^\top Z\Lambda A^{-1} = (A - I)A^{-1} = I - A^{-1}`, so
+:math:`(M_{22})_{rr} = (1 - (G_{22})_{rr})/\lambda_r`, which the sparse path uses away from the boundary.
 """
 
 from __future__ import annotations
@@ -106,6 +108,9 @@ WHOLE_LIMIT = 64
 # many entries (0.8 MB): one matrix product then replaces a dozen sparse ones, each of which costs
 # tens of microseconds in scipy.sparse's checks whatever its size.
 DENSE_Z_LIMIT = 100_000
+# The sparse path takes M_rr = (1 - G22_rr) / lam_r (``_inverse_products``) while every 1 - G22_rr
+# exceeds this: its rounding error, about 1e-16, is then below 1e-12 of it.
+IDENTITY_FLOOR = 1e-4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -590,8 +595,14 @@ def _inverse_products(cp: CrossProducts, f, l1: int, p1: int, rows: np.ndarray |
         Q = s.level_quadratics(lam_rows * g * lam_cols, l1, p1)
         if rows is None:
             return Q, None, G22
-        # (S22 Lambda_2 G22)_rr = sum_j S22_rj lam_j G22_jr, over both triangles: each position
-        # (r, c) adds to row r, and to row c unless on the diagonal
+        # With Lambda_2 diagonal, Lambda'M = Lambda'Z'Z Lambda A^{-1} = (A - I) A^{-1} = I - A^{-1}
+        # gives M_rr = (1 - G22_rr) / lam_r directly, while 1 - G22_rr is far from rounding
+        # (then its relative error is below 1e-12)
+        complement = 1.0 - np.diagonal(G22)
+        if np.all(complement > IDENTITY_FLOOR):
+            return Q, (complement / lam)[rows], G22
+        # else (S22 Lambda_2 G22)_rr = sum_j S22_rj lam_j G22_jr, over both triangles: each
+        # position (r, c) adds to row r, and to row c unless on the diagonal
         e = f.S22 * g
         mirrored = e * lam_rows
         mirrored[s.on_diagonal] = 0.0

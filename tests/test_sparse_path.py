@@ -180,3 +180,17 @@ def test_a_response_on_an_extreme_scale_gives_the_same_fit(formula, factor):
     scaled_opt = optimize_theta(scaled_design, scaled_cp, True)
     assert scaled_opt.converged
     np.testing.assert_allclose(scaled_opt.theta, fit.theta, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("theta", [[0.4, 0.7, 0.3], [0.4, 0.7, 1e-5], [0.4, 0.0, 0.3], [0.4, 1e-3, 2.0]])
+def test_the_sparse_paths_shortcut_for_a_diagonal_lambda_2_equals_the_sums(theta):
+    """With scalar terms after the first, the sparse path reads diag(M_22) as (1 - diag G_22) / lam
+    while every 1 - (G_22)_rr exceeds IDENTITY_FLOOR, else sums it over the positions; both
+    must give the dense path's gradient, near the boundary (1e-5, 1e-3) and on it (0) too."""
+    design = build_design(parse_formula(CROSSED[0][0]), ratings())
+    dense, sparse = (CrossProducts.from_design(design, sparse=s, whole=False) for s in (False, True))
+    for reml in (True, False):
+        f_dense, g_dense = criterion_and_gradient(np.array(theta), design, dense, reml)
+        f_sparse, g_sparse = criterion_and_gradient(np.array(theta), design, sparse, reml)
+        assert f_sparse == pytest.approx(f_dense, rel=1e-12)
+        np.testing.assert_allclose(g_sparse, g_dense, rtol=1e-8, atol=1e-8 * np.abs(g_dense).max())
