@@ -69,19 +69,26 @@ envelope theorem for the penalized least squares problem and Jacobi's formula,
 
 with :math:`e = y - X\hat\beta - Z\Lambda\tilde u` and :math:`W_X = Z^\top X - Z^\top Z\Lambda A^{-1}\Lambda^\top Z^\top X`
 (:math:`= Z^\top V^{-1} X` for :math:`V = I + Z\Lambda\Lambda^\top Z^\top`). Only the diagonal blocks of
-:math:`M = Z^\top Z\Lambda A^{-1}` enter. With :math:`G_{22} = (L_{22}L_{22}^\top)^{-1}`,
-:math:`H = \Lambda_2 G_{22}\Lambda_2^\top` and :math:`Q_k = N_k^\top H N_k` (the level blocks of
-:math:`N^\top H N`, computed by :math:`K^\top` on the sparse path), the block inverse gives
+:math:`M = Z^\top Z\Lambda A^{-1}` enter, and for the first term not even those: the two-block factor gives
+:math:`\log|A| = \sum_k \log|A_{11,k}| + \log|\Lambda_2^\top S_{22}\Lambda_2 + I|` with
+:math:`S_{22} = Z_2^\top Z_2 - N W N^\top`, and for an entry :math:`\theta_i` of :math:`T_1`
 
 .. math::
-    M_{11,kk} = Z_1^\top Z_{1,k} T_1 G_{11,kk} - Q_k T_1 A_{11,k}^{-1}, \quad
-    G_{11,kk} = A_{11,k}^{-1} + A_{11,k}^{-1} T_1^\top Q_k T_1 A_{11,k}^{-1}, \quad
-    M_{22} = (Z_2^\top Z_2 - N W N^\top)\Lambda_2 G_{22},
+    \frac{\partial \log|A|}{\partial\theta_i} = 2\sum_k \operatorname{tr}(E_i^\top Z_1^\top Z_{1,k} T_1 A_{11,k}^{-1})
+        + \operatorname{tr}\Bigl(H \frac{\partial S_{22}}{\partial\theta_i}\Bigr), \qquad
+    \frac{\partial S_{22}}{\partial\theta_i} = -N \frac{\partial W}{\partial\theta_i} N^\top,
 
-of which only the diagonal level blocks of :math:`M_{22}` are computed: no block of :math:`A^{-1}`
-between the first term and the others is ever formed. When :math:`\Lambda_2` is diagonal, even
-those come for free: :math:`\Lambda^\top M = \Lambda^\top Z^\top Z\Lambda A^{-1} = (A - I)A^{-1} = I - A^{-1}`, so
+with :math:`G_{22} = (L_{22}L_{22}^\top)^{-1}` and :math:`H = \Lambda_2 G_{22}\Lambda_2^\top`
+(``_weight_derivatives`` gives :math:`\partial W_k/\partial\theta_i`). On the sparse path
+:math:`\partial S_{22}/\partial\theta_i` at the positions comes from the same product with K as
+:math:`S_{22}`. For the other terms, :math:`M_{22} = (Z_2^\top Z_2 - N W N^\top)\Lambda_2 G_{22}`, of which
+only the diagonal level blocks are computed: no block of :math:`A^{-1}` between the first term and
+the others is ever formed. When :math:`\Lambda_2` is diagonal, even those come for free:
+:math:`\Lambda^\top M = \Lambda^\top Z^\top Z\Lambda A^{-1} = (A - I)A^{-1} = I - A^{-1}`, so
 :math:`(M_{22})_{rr} = (1 - (G_{22})_{rr})/\lambda_r`, which the sparse path uses away from the boundary.
+The conditional variances need the first term's diagonal blocks of :math:`A^{-1}`,
+:math:`G_{11,kk} = A_{11,k}^{-1} + A_{11,k}^{-1} T_1^\top Q_k T_1 A_{11,k}^{-1}` with
+:math:`Q_k = N_k^\top H N_k` (``inverse_blocks``).
 """
 
 from __future__ import annotations
@@ -108,6 +115,9 @@ WHOLE_LIMIT = 64
 # many entries (0.8 MB): one matrix product then replaces a dozen sparse ones, each of which costs
 # tens of microseconds in scipy.sparse's checks whatever its size.
 DENSE_Z_LIMIT = 100_000
+# A row of N = Z_2'Z_1 with nonzeros in more than this share of its columns is "dense" on the
+# sparse path (``SchurMap``): its entries of N W N' come from a product with N, not from K.
+DENSE_ROW_SHARE = 0.5
 # The sparse path takes M_rr = (1 - G22_rr) / lam_r (``_inverse_products``) while every 1 - G22_rr
 # exceeds this: its rounding error, about 1e-16, is then below 1e-12 of it.
 IDENTITY_FLOOR = 1e-4
@@ -126,7 +136,17 @@ class SchurMap:
     is ``c22 - K @ W.ravel()`` at the positions, and :math:`K^\top` applied to the lower
     triangle of a symmetric H gives the level blocks of :math:`N^\top H N`. ``scalar``: every
     term after the first has one random effect per level, so :math:`\Lambda_2` is diagonal and
-    everything stays on the positions.
+    everything stays on the positions. ``row_term`` (q_2,): the term (0 for the second term of the
+    model, 1 for the third, ...) of each row and column of :math:`Z_2^\top Z_2`.
+
+    A row of N with nonzeros in more than ``DENSE_ROW_SHARE`` of its columns (a factor with few
+    levels, such as a department across thousands of students) would pair with nearly every
+    nonzero of every level: in the benchmark's crossed design the 14 department rows give half of
+    the pairs, for 3% of the positions. K leaves out the positions in such ``dense_rows`` (or
+    columns), ``dense_positions``; there :math:`N W N^\top` comes from
+    :math:`N\,(W N_D^\top)` with :math:`N_D` the dense rows as a dense array ``N_dense``: one
+    product of the sparse N with a thin dense matrix. Position ``dense_positions[j]`` is entry
+    ``dense_other[j]`` of column ``dense_index[j]`` of that product.
     """
 
     rows: np.ndarray
@@ -135,14 +155,37 @@ class SchurMap:
     K: sp.csc_matrix
     q2: int
     scalar: bool
+    row_term: np.ndarray
+    N: sp.csr_matrix  # N = Z_2'Z_1
+    dense_rows: np.ndarray
+    N_dense: np.ndarray  # N's dense rows, (|D|, q_1)
+    dense_positions: np.ndarray
+    dense_other: np.ndarray
+    dense_index: np.ndarray
 
     @classmethod
-    def from_pattern(cls, N: sp.spmatrix, Z2Z2: sp.spmatrix, p1: int, scalar: bool) -> "SchurMap":
-        """Every pair of nonzeros of N in the columns of one level of the first term."""
+    def from_pattern(cls, N: sp.spmatrix, Z2Z2: sp.spmatrix, p1: int, scalar: bool,
+                     row_term: np.ndarray, dense_share: float | None = None) -> "SchurMap":
+        """Every pair of nonzeros of N in the columns of one level of the first term.
+
+        The index arrays, of K's length (millions for a large crossed design), are 32-bit
+        integers when every index fits, and built with few temporaries: fresh memory costs
+        more than the arithmetic here."""
+        N_all = sp.csr_matrix(N)
         N = sp.csc_matrix(N)
         N.sort_indices()
         q2, q1 = N.shape
         l1 = q1 // p1
+        share = DENSE_ROW_SHARE if dense_share is None else dense_share
+        dense_rows = np.flatnonzero(np.bincount(N.indices, minlength=q2) > share * q1)
+        is_dense = np.zeros(q2, dtype=bool)
+        is_dense[dense_rows] = True
+        N_dense = N_all[dense_rows].toarray()
+        # the pairs of K come from the other rows; the dense rows' positions from N N_D'
+        dense_pairs = sp.coo_matrix(N_all @ sp.csr_matrix(N_dense).T)
+        if dense_rows.size:
+            N = sp.csc_matrix((np.where(is_dense[N.indices], 0.0, N.data), N.indices, N.indptr), shape=N.shape)
+            N.eliminate_zeros()
         starts = N.indptr[:-1:p1].astype(np.int64)
         sizes = N.indptr[p1::p1] - starts  # nonzeros of each level's p_1 columns
         nonzero_level = np.repeat(np.arange(l1), sizes)
@@ -150,29 +193,38 @@ class SchurMap:
         # pair each nonzero e1 with nonzeros e2 of its level: with p_1 = 1 a level is one column,
         # whose row indices are sorted, so e2 <= e1 are the pairs in the lower triangle; else all
         # of the level's nonzeros, and the lower triangle is picked by row index
-        e1 = np.arange(N.nnz, dtype=np.int64)
-        reps = e1 - first + 1 if p1 == 1 else sizes[nonzero_level]
-        e1 = np.repeat(e1, reps)
-        e2 = np.arange(len(e1), dtype=np.int64) - np.repeat(np.cumsum(reps) - reps - first, reps)
-        level = nonzero_level[e1]
+        reps = np.arange(N.nnz) - first + 1 if p1 == 1 else sizes[nonzero_level]
+        index = np.int32 if max(int(reps.sum()), q2 * q2) < 2**31 else np.int64
+        e1 = np.repeat(np.arange(N.nnz, dtype=index), reps)
+        e2 = np.arange(len(e1), dtype=index)
+        e2 -= np.repeat((np.cumsum(reps) - reps - first).astype(index), reps)
+        level = nonzero_level.astype(index)[e1]
         del reps, first, nonzero_level
         if p1 > 1:
             lower = N.indices[e1] >= N.indices[e2]
             e1, e2, level = e1[lower], e2[lower], level[lower]
             del lower
-        column = np.repeat(np.arange(q1), np.diff(N.indptr))  # the column of each nonzero of N
-        k_col = column[e1] * p1 + column[e2] - level * p1  # the column (k, a, b) of K: (k p_1 + a) p_1 + b
+            column = np.repeat(np.arange(q1, dtype=index), np.diff(N.indptr))  # the column of each nonzero
+            k_col = column[e1] * p1 + column[e2] - level * p1  # the column (k, a, b) of K: (k p_1 + a) p_1 + b
+        else:
+            k_col = level  # the column of K is the level
         # number the positions through a q_2 x q_2 table (no sort; L_22 is q_2 x q_2 anyway)
-        key = N.indices[e1].astype(np.int64) * q2 + N.indices[e2]
+        key = N.indices[e1].astype(index)
+        key *= q2
+        key += N.indices[e2]
+        values = N.data[e1]
+        values *= N.data[e2]
+        del e1, e2
         C = sp.coo_matrix(Z2Z2)
         below = C.row >= C.col
         c22_key = C.row[below].astype(np.int64) * q2 + C.col[below]
-        number = np.full(q2 * q2, -1, dtype=np.int64)
+        number = np.full(q2 * q2, -1, dtype=index)
         number[key] = 0
         number[c22_key] = 0  # Z_2'Z_2 adds positions when rows have no effect of the first term (a 0 + dummy term)
+        r, c = dense_pairs.row, dense_rows[dense_pairs.col]
+        number[np.maximum(r, c).astype(np.int64) * q2 + np.minimum(r, c)] = 0
         positions = np.flatnonzero(number == 0)
-        number[positions] = np.arange(len(positions))
-        values = N.data[e1] * N.data[e2]
+        number[positions] = np.arange(len(positions), dtype=index)
         if p1 > 1:  # entries come level by level; within a level, sort by (a, b)
             order = np.argsort(k_col, kind="stable")
             key, values, k_col = key[order], values[order], k_col[order]
@@ -181,7 +233,14 @@ class SchurMap:
         rows, cols = np.divmod(positions, q2)
         c22 = np.zeros(len(positions))
         c22[number[c22_key]] = C.data[below]
-        return cls(rows=rows, cols=cols, c22=c22, K=K, q2=q2, scalar=scalar)
+        # a dense position (r, c), r >= c, is entry (r, c) of N W N_D' if c is a dense row, else (c, r)
+        dense_positions = np.flatnonzero(is_dense[rows] | is_dense[cols])
+        r, c = rows[dense_positions], cols[dense_positions]
+        column_dense = is_dense[c]
+        index_of = np.cumsum(is_dense) - 1  # a dense row's index among the dense rows
+        return cls(rows=rows, cols=cols, c22=c22, K=K, q2=q2, scalar=scalar, row_term=row_term, N=N_all,
+                   dense_rows=dense_rows, N_dense=N_dense, dense_positions=dense_positions,
+                   dense_other=np.where(column_dense, r, c), dense_index=index_of[np.where(column_dense, c, r)])
 
     # the positions as indices into a raveled q_2 x q_2 array: (r, c) in C order, (c, r) mirrored
     @cached_property
@@ -194,8 +253,8 @@ class SchurMap:
 
     @cached_property
     def K_transposed(self) -> sp.csr_matrix:
-        """K' stored by rows: K' h then runs through consecutive memory (twice as fast as K.T @ h
-        on the CSC matrix K, for twice K's memory)."""
+        """K' stored by rows (the arrays of the CSC matrix K, shared): K' h then runs through
+        consecutive memory."""
         return self.K.T.tocsr()
 
     @cached_property
@@ -203,9 +262,40 @@ class SchurMap:
         """The indices of the positions on the diagonal (r = c)."""
         return np.flatnonzero(self.rows == self.cols)
 
-    def schur(self, W: np.ndarray) -> np.ndarray:
-        """Z_2'Z_2 - N W N' at the positions."""
-        return self.c22 - self.K @ W.ravel()
+    @cached_property
+    def term_pairs(self) -> np.ndarray:
+        """The terms of each position's row and column, (a, b), as one index a T + b for T terms."""
+        n_terms = int(self.row_term.max()) + 1
+        return self.row_term[self.rows] * n_terms + self.row_term[self.cols]
+
+    def scaled(self, lam: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """diag(lam) V diag(lam) at the positions, for the symmetric V with ``values`` there: for a
+        diagonal Lambda_2 = diag(lam) (``scalar``), which has one value on each term's rows, the
+        factors lam_r lam_c are read from the T x T products of those values (a quarter of the
+        time of lam[rows] * lam[cols])."""
+        per_term = np.zeros(int(self.row_term.max()) + 1)
+        per_term[self.row_term] = lam
+        products = np.outer(per_term, per_term).ravel().take(self.term_pairs)
+        products *= values
+        return products
+
+    def schur(self, W: np.ndarray, dW: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Z_2'Z_2 - N W N' at the positions, and with the derivatives dW (l_1, n, p_1, p_1) of W
+        also -N dW_i N' there, (positions, n): all from one product with K and, at the dense
+        positions, one with N."""
+        X = W[:, None] if dW is None else np.concatenate([W[:, None], dW], axis=1)  # (l_1, m, p_1, p_1)
+        NXN = self.K @ np.moveaxis(X, 1, 3).reshape(W.size, -1)  # N X_j N' at the positions
+        if self.dense_rows.size:
+            NXN[self.dense_positions] = self._dense_products(X)[self.dense_other, :, self.dense_index]
+        S22 = self.c22 - NXN[:, 0]
+        return S22, (None if dW is None else np.negative(NXN[:, 1:], out=NXN[:, 1:]))
+
+    def _dense_products(self, X: np.ndarray) -> np.ndarray:
+        """N X_j N_D' for level blocks X (l_1, m, p_1, p_1), as (q_2, m, |D|)."""
+        l1, m, p1 = X.shape[:3]
+        n_dense = len(self.dense_rows)
+        XND = np.einsum("kjab,dkb->kajd", X, self.N_dense.reshape(n_dense, l1, p1))  # X_j N_D', level by level
+        return (self.N @ XND.reshape(l1 * p1, m * n_dense)).reshape(-1, m, n_dense)
 
     def dense(self, values: np.ndarray, full: bool = True) -> np.ndarray:
         """The symmetric q_2 x q_2 matrix with ``values`` at the positions (lower triangle only if not ``full``)."""
@@ -223,11 +313,29 @@ class SchurMap:
         return M.reshape(-1)[self.flat]
 
     def level_quadratics(self, h: np.ndarray, l1: int, p1: int) -> np.ndarray:
-        """The level blocks of N' H N from the lower triangle h of H at the positions."""
-        h = h.copy()
-        h[self.on_diagonal] *= 0.5  # K holds each pair once (i >= j): R + R' counts both orders
-        R = (self.K_transposed @ h).reshape(l1, p1, p1)
-        return R + np.swapaxes(R, 1, 2)
+        """The level blocks of N' H N from the lower triangle h of H at the positions.
+
+        Over the pairs of K, K' h; over the pairs with a dense row D (``dense_rows``), with
+        V = H[:, D] and N_S the other rows of N, Q_k gains N_D,k' (N_k' V)' + (N_S,k' V) N_D,k."""
+        h_pairs = h.copy()
+        h_pairs[self.on_diagonal] *= 0.5  # K holds each pair once (i >= j): R + R' counts both orders
+        R = (self.K_transposed @ h_pairs).reshape(l1, p1, p1)
+        Q = R + np.swapaxes(R, 1, 2)
+        if not self.dense_rows.size:
+            return Q
+        n_dense = len(self.dense_rows)
+        V = np.zeros((self.q2, n_dense))  # V[r, d] = H[r, D_d], both triangles
+        h_dense = h[self.dense_positions]
+        V[self.dense_other, self.dense_index] = h_dense
+        # a position between two dense rows also gives the mirrored entry
+        mirror = (np.isin(self.dense_other, self.dense_rows)
+                  & (self.dense_other != self.dense_rows[self.dense_index]))
+        V[self.dense_rows[self.dense_index[mirror]],
+          np.searchsorted(self.dense_rows, self.dense_other[mirror])] = h_dense[mirror]
+        NtV = (self.N.T @ V).reshape(l1, p1, n_dense)  # N' V, level by level
+        NsV = NtV - (self.N_dense.T @ V[self.dense_rows]).reshape(l1, p1, n_dense)  # N_S' V
+        N_D = self.N_dense.reshape(n_dense, l1, p1)
+        return Q + np.einsum("dka,kbd->kab", N_D, NtV) + np.einsum("kad,dkb->kab", NsV, N_D)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -350,7 +458,9 @@ class CrossProducts:
                 Z2 = sp.hstack([term.Z for term in design.terms[1:]], format="csr")
                 N, Z2Z2 = (Z2.T @ t.Z).tocsr(), (Z2.T @ Z2).tocsr()
                 scalar = all(term.p == 1 for term in design.terms[1:])
-                schur = SchurMap.from_pattern(N, Z2Z2, p1, scalar) if sparse else None
+                row_term = np.repeat(np.arange(len(design.terms) - 1),
+                                     [term.n_levels * term.p for term in design.terms[1:]])
+                schur = SchurMap.from_pattern(N, Z2Z2, p1, scalar, row_term) if sparse else None
                 if not sparse:
                     N, Z2Z2 = N.toarray(), Z2Z2.toarray()
                 Z2X = np.asarray(Z2.T @ X)
@@ -550,39 +660,63 @@ def _sandwich(Lam: np.ndarray | sp.csr_matrix, M: np.ndarray) -> np.ndarray:
     return Lam.T @ M @ Lam
 
 
-def _schur_complement(cp: CrossProducts, W: np.ndarray, Lam2) -> tuple[np.ndarray, np.ndarray]:
-    """S22 = Z_2'Z_2 - N W N' for the level blocks W (l_1, p_1, p_1), and the matrix
-    Lambda_2' S22 Lambda_2 + I = A_22 - L_21 L_21' (its lower triangle) that L_22 factors.
+def _schur_complement(cp: CrossProducts, W: np.ndarray, Lam2, dW: np.ndarray | None = None):
+    """S22 = Z_2'Z_2 - N W N' for the level blocks W (l_1, p_1, p_1), the matrix
+    Lambda_2' S22 Lambda_2 + I = A_22 - L_21 L_21' (its lower triangle) that L_22 factors, and,
+    given the derivatives dW (l_1, n, p_1, p_1) of W, those of S22, -N dW_i N' (else None).
 
-    Dense path: S22 is a dense array, N W N' a matrix product. Sparse path: S22 is its values at
-    ``cp.schur``'s positions, ``c22 - K W``; with a diagonal Lambda_2 only the lower triangle
-    is ever filled.
+    Dense path: S22 is a dense array, N W N' a matrix product, and the derivatives are n dense
+    arrays. Sparse path: S22 is its values at ``cp.schur``'s positions, ``c22 - K W``, and the
+    derivatives their values there, from the same product with K; with a diagonal Lambda_2 only
+    the lower triangle is ever filled.
     """
     s = cp.schur
     if s is None:
         N = cp.Z2Z1
         l1, p1 = W.shape[:2]
-        NW = N * W[:, 0, 0] if p1 == 1 else np.einsum("ika,kab->ikb", N.reshape(-1, l1, p1), W).reshape(N.shape)
-        S22 = cp.Z2Z2 - NW @ N.T
+
+        def N_X_Nt(X: np.ndarray) -> np.ndarray:  # N X N' for level blocks X (l_1, p_1, p_1)
+            NX = N * X[:, 0, 0] if p1 == 1 else np.einsum("ika,kab->ikb", N.reshape(-1, l1, p1), X).reshape(N.shape)
+            return NX @ N.T
+
+        S22 = cp.Z2Z2 - N_X_Nt(W)
+        dS22 = None if dW is None else np.stack([-N_X_Nt(dW[:, i]) for i in range(dW.shape[1])])
         S = _sandwich(Lam2, S22)
     else:
-        S22 = s.schur(W)
+        S22, dS22 = s.schur(W, dW)
         if s.scalar:
-            lam = Lam2.diagonal()
-            S = s.dense(lam[s.rows] * S22 * lam[s.cols], full=False)
+            S = s.dense(s.scaled(Lam2.diagonal(), S22), full=False)
         else:
             S = _sandwich(Lam2, s.dense(S22))
     S[np.diag_indices_from(S)] += 1.0
-    return S22, S
+    return S22, S, dS22
 
 
-def _inverse_products(cp: CrossProducts, f, l1: int, p1: int, rows: np.ndarray | None = None,
-                      cols: np.ndarray | None = None):
-    r"""From :math:`G_{22} = (L_{22}L_{22}^\top)^{-1}`: the level blocks :math:`Q_k` of
-    :math:`N^\top \Lambda_2 G_{22} \Lambda_2^\top N` and the values of
-    :math:`(Z_2^\top Z_2 - N W N^\top)\Lambda_2 G_{22}` at the positions (rows, cols) of
-    :math:`\Lambda_2` (module docstring). Also returns :math:`G_{22}` (its lower triangle on the
-    sparse path with a diagonal :math:`\Lambda_2`).
+def _weight_derivatives(TA: np.ndarray, W: np.ndarray, Z1Z1: np.ndarray,
+                        lower: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    r"""The derivatives of :math:`W_k = T_1 A_{11,k}^{-1} T_1^\top` in the first term's
+    :math:`\theta_i`, (l_1, n_theta_1, p_1, p_1): with :math:`E_i = \partial T_1/\partial\theta_i`
+    (a 1 at ``lower``'s position i) and ``TA`` holding :math:`T_1 A_{11,k}^{-1}`,
+
+    .. math::
+        \frac{\partial W_k}{\partial\theta_i} = B_k + B_k^\top, \qquad
+        B_k = (I - W_k Z_1^\top Z_{1,k})\,E_i\,(T_1 A_{11,k}^{-1})^\top
+
+    (from :math:`\partial A^{-1} = -A^{-1}(\partial A)A^{-1}`; for a scalar term,
+    :math:`2\theta/(1 + \theta^2 n_k)^2`)."""
+    r, c = lower
+    I_WC = np.eye(W.shape[1]) - W @ Z1Z1
+    # B[k, i, a, b] = (I - W_k Z_1'Z_1,k)[a, r_i] (T_1 A_11,k^{-1})[b, c_i]
+    B = np.swapaxes(I_WC[:, :, r], 1, 2)[:, :, :, None] * np.swapaxes(TA[:, :, c], 1, 2)[:, :, None, :]
+    return B + np.swapaxes(B, 2, 3)
+
+
+def _inverse_products(cp: CrossProducts, f, rows: np.ndarray | None = None, cols: np.ndarray | None = None):
+    r"""From :math:`G_{22} = (L_{22}L_{22}^\top)^{-1}`: :math:`H = \Lambda_2 G_{22}\Lambda_2^\top` and
+    the values of :math:`M_{22} = (Z_2^\top Z_2 - N W N^\top)\Lambda_2 G_{22}` at the positions
+    (rows, cols) of :math:`\Lambda_2` if given (module docstring). Returns :math:`G_{22}` (its lower
+    triangle on the sparse path with a diagonal :math:`\Lambda_2`), H (on the sparse path, its
+    values at ``cp.schur``'s positions) and those values of :math:`M_{22}` (None without rows).
     """
     G22, info = dpotri(f.L22, lower=1)
     if info != 0:
@@ -590,40 +724,55 @@ def _inverse_products(cp: CrossProducts, f, l1: int, p1: int, rows: np.ndarray |
     s, Lam2 = cp.schur, f.Lam2
     if s is not None and s.scalar:  # everything on the positions: H = lam G22 lam
         lam = Lam2.diagonal()
-        lam_rows, lam_cols = lam[s.rows], lam[s.cols]
         g = s.at_positions(G22)
-        Q = s.level_quadratics(lam_rows * g * lam_cols, l1, p1)
+        h = s.scaled(lam, g)
         if rows is None:
-            return Q, None, G22
+            return G22, h, None
         # With Lambda_2 diagonal, Lambda'M = Lambda'Z'Z Lambda A^{-1} = (A - I) A^{-1} = I - A^{-1}
         # gives M_rr = (1 - G22_rr) / lam_r directly, while 1 - G22_rr is far from rounding
         # (then its relative error is below 1e-12)
         complement = 1.0 - np.diagonal(G22)
         if np.all(complement > IDENTITY_FLOOR):
-            return Q, (complement / lam)[rows], G22
+            return G22, h, (complement / lam)[rows]
         # else (S22 Lambda_2 G22)_rr = sum_j S22_rj lam_j G22_jr, over both triangles: each
         # position (r, c) adds to row r, and to row c unless on the diagonal
         e = f.S22 * g
+        lam_rows, lam_cols = lam[s.rows], lam[s.cols]
         mirrored = e * lam_rows
         mirrored[s.on_diagonal] = 0.0
         m22 = (np.bincount(s.rows, weights=e * lam_cols, minlength=s.q2)
                + np.bincount(s.cols, weights=mirrored, minlength=s.q2))
-        return Q, m22[rows], G22
+        return G22, h, m22[rows]
     G22 = np.tril(G22) + np.tril(G22, -1).T
     H = _sandwich(Lam2.T, G22)  # Lambda_2 G22 Lambda_2'
+    h = H if s is None else s.at_positions(H)
+    if rows is None:
+        return G22, h, None
     LG = np.asarray(Lam2 @ G22)
+    S22 = f.S22 if s is None else s.dense(f.S22)
+    return G22, h, np.einsum("ij,ji->i", S22[rows], LG[:, cols])
+
+
+def _level_quadratics(cp: CrossProducts, h: np.ndarray, l1: int, p1: int) -> np.ndarray:
+    r"""The level blocks :math:`Q_k = N_k^\top H N_k` (l_1, p_1, p_1) of :math:`N^\top H N`, from H as
+    ``_inverse_products`` gives it."""
+    if cp.schur is not None:
+        return cp.schur.level_quadratics(h, l1, p1)
+    N = cp.Z2Z1
+    if p1 == 1:
+        return np.einsum("ik,ik->k", N, h @ N)[:, None, None]
+    return np.einsum("ika,ikb->kab", N.reshape(-1, l1, p1), (h @ N).reshape(-1, l1, p1))
+
+
+def _schur_traces(f, cp: CrossProducts, h: np.ndarray) -> np.ndarray:
+    r""":math:`\operatorname{tr}(H\,\partial S_{22}/\partial\theta_i)` for each entry :math:`\theta_i` of
+    the first term's template, from ``f.dS22`` (``factorize(derivatives=True)``) and H as
+    ``_inverse_products`` gives it: over the whole matrices on the dense path, over the lower
+    triangle's positions on the sparse path, where off-diagonal positions count twice."""
+    s = cp.schur
     if s is None:
-        N = cp.Z2Z1
-        if p1 == 1:
-            Q = np.einsum("ik,ik->k", N, H @ N)[:, None, None]
-        else:
-            Q = np.einsum("ika,ikb->kab", N.reshape(-1, l1, p1), (H @ N).reshape(-1, l1, p1))
-        S22 = f.S22 if rows is not None else None
-    else:
-        Q = s.level_quadratics(s.at_positions(H), l1, p1)
-        S22 = s.dense(f.S22) if rows is not None else None
-    m22 = np.einsum("ij,ji->i", S22[rows], LG[:, cols]) if rows is not None else None
-    return Q, m22, G22
+        return np.einsum("rc,irc->i", h, f.dS22)
+    return 2.0 * (h @ f.dS22) - h[s.on_diagonal] @ f.dS22[s.on_diagonal]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -638,6 +787,8 @@ class CholeskyFactor:
     TLt: np.ndarray  # T_1 L_11,k^{-T}, level by level: L_21 = Lambda_2' N (I x TLt)
     S22: np.ndarray  # Z_2'Z_2 - N W N', so that A_22 - L_21 L_21' = Lambda_2' S22 Lambda_2 + I
     L22: np.ndarray
+    # dS22 / dtheta_i for the first term's theta_i, stacked as S22 is (factorize(derivatives=True))
+    dS22: np.ndarray | None = None
     RZX: np.ndarray | None = None  # (q, P): the first term's rows level by level, then the rest
     R_X: np.ndarray | None = None
     cu: np.ndarray | None = None  # (q,)
@@ -665,8 +816,8 @@ def _upper_solve(f: CholeskyFactor, cp: CrossProducts, B1: np.ndarray, B2: np.nd
     return np.swapaxes(f.L11_inv, 1, 2) @ (B1 - L21tx2), x2
 
 
-def factorize(theta: np.ndarray, design: Design,
-              cp: CrossProducts) -> CholeskyFactor:
+def factorize(theta: np.ndarray, design: Design, cp: CrossProducts, *,
+              derivatives: bool = False) -> CholeskyFactor:
     """L_theta (two blocks, module docstring), R_ZX and R_X, and
     r^2(theta) = y'y - |c_u|^2 - |c_beta|^2.
 
@@ -674,6 +825,8 @@ def factorize(theta: np.ndarray, design: Design,
     [R_ZX c_u] = L_theta^{-1} Lambda'Z'[X y], and the Cholesky factor of
     [X y]'[X y] - [R_ZX c_u]'[R_ZX c_u] is [R_X c_beta; 0 r] with
     r^2 = r^2(theta): its last pivot is y'y - |c_u|^2 - |c_beta|^2.
+    With ``derivatives`` (for the gradient), the factor also holds the
+    derivatives of S22 in the first term's theta.
     """
     t = design.terms[0]
     T1 = t.template(theta[design.theta_slices[0]])
@@ -682,17 +835,20 @@ def factorize(theta: np.ndarray, design: Design,
     L11_inv = _invert_lower_blocks(L11)
     TLt = T1 @ np.swapaxes(L11_inv, 1, 2)
     Lam2, S22, L22 = np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0))
+    dS22 = None
     if cp.q2:
         Lam2 = _lambda_rest(theta, design, sparse=cp.schur is not None)
         W = TLt @ np.swapaxes(TLt, 1, 2)  # W_k = T_1 A_11,k^{-1} T_1'
-        S22, S = _schur_complement(cp, W, Lam2)
+        dW = (_weight_derivatives(TLt @ L11_inv, W, cp.Z1Z1, t.lower)
+              if derivatives else None)
+        S22, S, dS22 = _schur_complement(cp, W, Lam2, dW)
         L22, info = dpotrf(S, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             raise np.linalg.LinAlgError(
                 "Lambda' Z'Z Lambda + I is not positive definite")
     # L_theta alone
     lower = CholeskyFactor(T1=T1, Lam2=Lam2, L11=L11, L11_inv=L11_inv,
-                           TLt=TLt, S22=S22, L22=L22)
+                           TLt=TLt, S22=S22, L22=L22, dS22=dS22)
     R1, R2 = _lower_solve(lower, cp, T1.T @ cp.Z1Xy, Lam2.T @ cp.Z2Xy)
     RZXy = np.vstack([R1.reshape(t.n_levels * t.p, cp.p + 1), R2])
     RZX, cu, R_X, c_beta, r2 = _fixed_effects_factor(cp, RZXy)
@@ -783,25 +939,19 @@ def profiled_criterion(theta: np.ndarray, design: Design, cp: CrossProducts, rem
 
 
 # ---- A^{-1} by blocks, and the gradient ------------------------------------------------------------
-def _inverse_parts(f: CholeskyFactor, cp: CrossProducts, rows=None, cols=None):
-    r"""The diagonal blocks of :math:`G_{11}`, :math:`G_{22}`, :math:`Q` and :math:`T_1 A_{11,k}^{-1}`
-    (and the values of :math:`M_{22}` at (rows, cols) if given; module docstring)."""
-    A11_inv = np.swapaxes(f.L11_inv, 1, 2) @ f.L11_inv
-    TA = f.T1 @ A11_inv  # T_1 A_11,k^{-1}
-    if not cp.q2:
-        return A11_inv, np.zeros((0, 0)), np.zeros_like(A11_inv), TA, np.zeros(0)
-    Q, m22, G22 = _inverse_products(cp, f, *A11_inv.shape[:2], rows, cols)
-    G11 = A11_inv + np.swapaxes(TA, 1, 2) @ Q @ TA
-    return G11, G22, Q, TA, m22
-
-
 def inverse_blocks(f: CholeskyFactor, cp: CrossProducts) -> tuple[np.ndarray, np.ndarray]:
     r"""The blocks of :math:`G = A^{-1} = (L_\theta L_\theta^\top)^{-1}` that the conditional
     variances need: the first term's diagonal blocks :math:`G_{11,kk}` (l_1, p_1, p_1),
     :math:`A_{11,k}^{-1} + A_{11,k}^{-1}T_1^\top Q_k T_1 A_{11,k}^{-1}`, and
     :math:`G_{22} = (L_{22}L_{22}^\top)^{-1}` (q_2, q_2). The block between them is never formed.
     """
-    G11, G22, *_ = _inverse_parts(f, cp)
+    A11_inv = np.swapaxes(f.L11_inv, 1, 2) @ f.L11_inv
+    if not cp.q2:
+        return A11_inv, np.zeros((0, 0))
+    TA = f.T1 @ A11_inv  # T_1 A_11,k^{-1}
+    G22, h, _ = _inverse_products(cp, f)
+    Q = _level_quadratics(cp, h, *A11_inv.shape[:2])
+    G11 = A11_inv + np.swapaxes(TA, 1, 2) @ Q @ TA
     return G11, np.tril(G22) + np.tril(G22, -1).T
 
 
@@ -835,14 +985,20 @@ def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts,
     theta = np.atleast_1d(np.asarray(theta, dtype=float))
     if cp.whole:
         return _whole_criterion_and_gradient(theta, design, cp, reml)
-    f = factorize(theta, design, cp)
+    f = factorize(theta, design, cp, derivatives=True)
     T1, Lam2 = f.T1, f.Lam2
     beta, u1, u2 = _estimates(f, design, cp)
     rows, cols, _ = design.lambda_index_rest
-    G11, _, Q, TA, m22 = _inverse_parts(f, cp, rows, cols)
-    # the diagonal blocks of M = Z'Z Lambda G: M11 level by level, M22 at the positions of Lambda_2
-    M11 = cp.Z1Z1 @ T1 @ G11 - Q @ TA
-    d_logdet = 2.0 * _pattern_sums(M11, m22, design)
+    TA = T1 @ np.swapaxes(f.L11_inv, 1, 2) @ f.L11_inv  # T_1 A_11,k^{-1}
+    # the first term: d log|A_11,k| / d theta_i level by level, and tr(H dS22 / d theta_i) for
+    # log|Lambda_2' S22 Lambda_2 + I|; the others: M22 at the positions of Lambda_2
+    if cp.q2:
+        _, h, m22 = _inverse_products(cp, f, rows, cols)
+    else:
+        m22 = np.zeros(0)
+    d_logdet = 2.0 * _pattern_sums(cp.Z1Z1 @ TA, m22, design)
+    if cp.q2:
+        d_logdet[design.theta_slices[0]] += _schur_traces(f, cp, h)
     # Z'e with e = y - X beta - Z Lambda u
     ZZb1, ZZb2 = _ZtZ_times(cp, (u1 @ T1.T)[:, :, None], (Lam2 @ u2)[:, None])
     Zte1 = cp.Z1y - cp.Z1X @ beta - ZZb1[:, :, 0]

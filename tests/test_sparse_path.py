@@ -1,12 +1,15 @@
 """The sparse path of the criterion (N = Z_2'Z_1 sparse, the Schur complement through SchurMap)
 against the dense path, the brute-force likelihood of the dense marginal covariance, and lme4."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from lmmnotes import LmerFit
-from lmmnotes.criterion import CrossProducts, criterion_and_gradient, profiled_criterion
+from lmmnotes.criterion import (CrossProducts, SchurMap, _weight_derivatives, criterion_and_gradient, factorize,
+                                inverse_blocks, profiled_criterion)
 from lmmnotes.design import build_design
 from lmmnotes.optimizer import optimize_theta
 from lmmnotes.formula import parse_formula
@@ -194,3 +197,84 @@ def test_the_sparse_paths_shortcut_for_a_diagonal_lambda_2_equals_the_sums(theta
         f_sparse, g_sparse = criterion_and_gradient(np.array(theta), design, sparse, reml)
         assert f_sparse == pytest.approx(f_dense, rel=1e-12)
         np.testing.assert_allclose(g_sparse, g_dense, rtol=1e-8, atol=1e-8 * np.abs(g_dense).max())
+
+
+def with_dense_share(cp, design, share):
+    """The sparse path's cross-products with SchurMap's dense rows chosen by ``share``."""
+    s = cp.schur
+    schur = SchurMap.from_pattern(cp.Z2Z1, cp.Z2Z2, design.terms[0].p, s.scalar, s.row_term, dense_share=share)
+    return dataclasses.replace(cp, schur=schur)
+
+
+@pytest.mark.parametrize("formula, theta", CROSSED)
+def test_dense_rows_of_N_give_the_dense_paths_criterion_gradient_and_inverse(formula, theta):
+    """Rows of N put apart from K (every row, some of them, none) change nothing but rounding: the
+    criterion, its gradient and the blocks of A^{-1} are the dense path's."""
+    design = build_design(parse_formula(formula), ratings())
+    dense, sparse = (CrossProducts.from_design(design, sparse=s, whole=False) for s in (False, True))
+    theta = np.array(theta)
+    f_dense, g_dense = criterion_and_gradient(theta, design, dense, True)
+    G11_dense, G22_dense = inverse_blocks(factorize(theta, design, dense), dense)
+    splits = set()
+    for share in (0.0, 0.3, 2.0):
+        cp = with_dense_share(sparse, design, share)
+        s = cp.schur
+        splits.add((len(s.dense_rows), s.K.nnz > 0))
+        # K holds no pair at a dense position
+        assert not np.isin(np.flatnonzero(np.diff(s.K.tocsr().indptr)), s.dense_positions).any()
+        f, g = criterion_and_gradient(theta, design, cp, True)
+        assert f == pytest.approx(f_dense, rel=1e-12)
+        np.testing.assert_allclose(g, g_dense, rtol=1e-9, atol=1e-9 * np.abs(g_dense).max())
+        G11, G22 = inverse_blocks(factorize(theta, design, cp), cp)
+        np.testing.assert_allclose(G11, G11_dense, atol=1e-12)
+        np.testing.assert_allclose(G22, G22_dense, atol=1e-12)
+    if sparse.schur.K.nnz or sparse.schur.dense_rows.size:  # not the dummy-variable design, whose N is 0
+        assert len(splits) == 3  # all rows dense, a mix, none
+
+
+def test_a_factor_with_few_levels_gives_the_dense_rows_by_default():
+    """400 students rating 6 of 120 instructors in 4 departments: each department meets nearly every
+    student, each instructor about 5% of them, so only the departments' rows are dense."""
+    design = build_design(parse_formula(CROSSED[0][0]), ratings(students=400, instructors=120))
+    cp = CrossProducts.from_design(design, sparse=True)
+    s = cp.schur
+    np.testing.assert_array_equal(s.dense_rows, np.flatnonzero(s.row_term == 1))  # the department term
+    undivided = with_dense_share(cp, design, 2.0)
+    assert undivided.schur.dense_rows.size == 0 and s.K.nnz < undivided.schur.K.nnz
+    theta = np.array([0.4, 0.7, 0.3])
+    for reml in (True, False):
+        f, g = criterion_and_gradient(theta, design, cp, reml)
+        f_undivided, g_undivided = criterion_and_gradient(theta, design, undivided, reml)
+        assert f == pytest.approx(f_undivided, rel=1e-12)
+        np.testing.assert_allclose(g, g_undivided, rtol=1e-9)
+
+
+def test_scaled_values_at_the_positions_are_lambda_r_v_lambda_c():
+    design = build_design(parse_formula(CROSSED[0][0]), ratings(students=400, instructors=120))
+    s = CrossProducts.from_design(design, sparse=True).schur
+    lam = np.where(s.row_term == 0, 0.7, 0.3)  # Lambda_2 = diag(theta_2 I, theta_3 I)
+    v = np.random.default_rng(1).normal(size=len(s.rows))
+    np.testing.assert_allclose(s.scaled(lam, v), lam[s.rows] * v * lam[s.cols], rtol=1e-15)
+
+
+def test_weight_derivatives_equal_differences_of_W():
+    """dW_k/dtheta_i for a 2 x 2 template against central differences of
+    W_k = T A_k^{-1} T', A_k = T'C_k T + I."""
+    rng = np.random.default_rng(3)
+    C = np.array([B @ B.T for B in rng.normal(size=(5, 2, 3))])  # Z_1'Z_1 level blocks
+    lower = (np.array([0, 1, 1]), np.array([0, 0, 1]))
+    theta = np.array([0.8, -0.3, 0.5])
+
+    def weights(theta):
+        T = np.zeros((2, 2))
+        T[lower] = theta
+        TA = T @ np.linalg.inv(T.T @ C @ T + np.eye(2))
+        return TA, TA @ T.T
+
+    TA, W = weights(theta)
+    dW = _weight_derivatives(TA, W, C, lower)
+    h = 1e-6
+    for i in range(3):
+        e = np.eye(3)[i] * h
+        numeric = (weights(theta + e)[1] - weights(theta - e)[1]) / (2 * h)
+        np.testing.assert_allclose(dW[:, i], numeric, rtol=1e-7, atol=1e-9)
