@@ -181,8 +181,12 @@ class SchurMap:
         is_dense = np.zeros(q2, dtype=bool)
         is_dense[dense_rows] = True
         N_dense = N_all[dense_rows].toarray()
-        # the pairs of K come from the other rows; the dense rows' positions from N N_D'
-        dense_pairs = sp.coo_matrix(N_all @ sp.csr_matrix(N_dense).T)
+        # the pairs of K come from the other rows; the dense rows' positions from the pattern of
+        # N N_D' with the p_1 columns of a level merged (from the pattern, not the values, whose
+        # sums can cancel where N W N' does not)
+        by_level = sp.csr_matrix((np.ones(q1), (np.arange(q1), np.arange(q1) // p1)), shape=(q1, l1))
+        levels_met = sp.csr_matrix((np.ones(N_all.nnz), N_all.indices, N_all.indptr), shape=N_all.shape) @ by_level
+        dense_pairs = sp.coo_matrix(levels_met @ levels_met[dense_rows].T)
         if dense_rows.size:
             N = sp.csc_matrix((np.where(is_dense[N.indices], 0.0, N.data), N.indices, N.indptr), shape=N.shape)
             N.eliminate_zeros()
@@ -194,7 +198,7 @@ class SchurMap:
         # whose row indices are sorted, so e2 <= e1 are the pairs in the lower triangle; else all
         # of the level's nonzeros, and the lower triangle is picked by row index
         reps = np.arange(N.nnz) - first + 1 if p1 == 1 else sizes[nonzero_level]
-        index = np.int32 if max(int(reps.sum()), q2 * q2) < 2**31 else np.int64
+        index = np.int32 if max(int(reps.sum()), q2 * q2, q1 * p1) < 2**31 else np.int64
         e1 = np.repeat(np.arange(N.nnz, dtype=index), reps)
         e2 = np.arange(len(e1), dtype=index)
         e2 -= np.repeat((np.cumsum(reps) - reps - first).astype(index), reps)
@@ -787,7 +791,8 @@ class CholeskyFactor:
     TLt: np.ndarray  # T_1 L_11,k^{-T}, level by level: L_21 = Lambda_2' N (I x TLt)
     S22: np.ndarray  # Z_2'Z_2 - N W N', so that A_22 - L_21 L_21' = Lambda_2' S22 Lambda_2 + I
     L22: np.ndarray
-    # dS22 / dtheta_i for the first term's theta_i, stacked as S22 is (factorize(derivatives=True))
+    # dS22 / dtheta_i for the first term's theta_i (factorize(derivatives=True)): (n, q_2, q_2) on the
+    # dense path, (positions, n) on the sparse path
     dS22: np.ndarray | None = None
     RZX: np.ndarray | None = None  # (q, P): the first term's rows level by level, then the rest
     R_X: np.ndarray | None = None

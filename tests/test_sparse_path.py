@@ -278,3 +278,33 @@ def test_weight_derivatives_equal_differences_of_W():
         e = np.eye(3)[i] * h
         numeric = (weights(theta + e)[1] - weights(theta - e)[1]) / (2 * h)
         np.testing.assert_allclose(dW[:, i], numeric, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("formula, theta", [
+    ("y ~ x + (1 | g) + (1 | h) + (0 + x | d)", [0.8, 0.5, 0.7]),
+    ("y ~ x + (1 + x | g) + (1 | h) + (0 + x | d)", [0.8, 0.3, 0.6, 0.5, 0.7]),  # p_1 = 2
+])
+def test_dense_rows_keep_positions_where_the_entries_of_N_cancel(formula, theta):
+    """With a +-1 covariate, sum_k N[r, k] N[d, k] can be exactly 0 where N W N' is not: the dense
+    rows' positions must come from the pattern of N (merged over a level's columns), not from its
+    values."""
+    frame = pd.DataFrame({"g": [0, 1, 0, 1, 2, 2, 3, 3, 2, 3, 0, 1], "h": [0, 0, 1, 2, 1, 2, 1, 2, 1, 2, 2, 1],
+                          "d": [0, 0, 1, 1, 0, 1, 0, 1, 0, 1, 1, 0],
+                          "x": [1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, -1.0]})
+    frame["y"] = np.random.default_rng(1).normal(size=len(frame))
+    for column in "ghd":
+        frame[column] = pd.Categorical(frame[column])
+    design = build_design(parse_formula(formula), frame)
+    dense, sparse = (CrossProducts.from_design(design, sparse=s, whole=False) for s in (False, True))
+    theta = np.array(theta)
+    f_dense, g_dense = criterion_and_gradient(theta, design, dense, True)
+    assert f_dense == pytest.approx(brute_force_criterion(design, theta, True), rel=1e-10)
+    G11_dense, G22_dense = inverse_blocks(factorize(theta, design, dense), dense)
+    for share in (None, 0.0, 2.0):
+        cp = sparse if share is None else with_dense_share(sparse, design, share)
+        f, g = criterion_and_gradient(theta, design, cp, True)
+        assert f == pytest.approx(f_dense, rel=1e-12)
+        np.testing.assert_allclose(g, g_dense, rtol=1e-9, atol=1e-9 * np.abs(g_dense).max())
+        G11, G22 = inverse_blocks(factorize(theta, design, cp), cp)
+        np.testing.assert_allclose(G11, G11_dense, atol=1e-12)
+        np.testing.assert_allclose(G22, G22_dense, atol=1e-12)
