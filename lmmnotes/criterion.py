@@ -54,9 +54,10 @@ keep N as a dense array and form :math:`N W N^\top` by a matrix product. Large o
 design with thousands of levels) keep N sparse and compute the :math:`N W N^\top` entries that
 can be nonzero as one sparse matrix :math:`K`, fixed by the pattern of N, times the
 :math:`l_1 p_1^2` numbers of W (:class:`SchurMap`): the cost is that of the nonzeros, not of
-:math:`q_2^2 l_1`. Only :math:`L_{22}` is dense, in lme4's order of the terms (no further
-reordering: for crossed factors the Schur complement is nearly full, so a fill-reducing order
-would not thin it).
+:math:`q_2^2 l_1`. A row of N that is nonzero for most levels of the first term (a factor with few
+levels) would pair with nearly everything; its entries come from a product of N with that row
+instead. Only :math:`L_{22}` is dense, in lme4's order of the terms (no further reordering: for
+crossed factors the Schur complement is nearly full, so a fill-reducing order would not thin it).
 
 The gradient (:func:`criterion_and_gradient`) needs no more than the same factorization. With
 :math:`E_i = \partial\Lambda/\partial\theta_i` (the positions that hold :math:`\theta_i`), by the
@@ -670,9 +671,9 @@ def _schur_complement(cp: CrossProducts, W: np.ndarray, Lam2, dW: np.ndarray | N
     given the derivatives dW (l_1, n, p_1, p_1) of W, those of S22, -N dW_i N' (else None).
 
     Dense path: S22 is a dense array, N W N' a matrix product, and the derivatives are n dense
-    arrays. Sparse path: S22 is its values at ``cp.schur``'s positions, ``c22 - K W``, and the
-    derivatives their values there, from the same product with K; with a diagonal Lambda_2 only
-    the lower triangle is ever filled.
+    arrays. Sparse path: S22 is its values at ``cp.schur``'s positions, and the derivatives their
+    values there, all from one product with K (and one with N for the dense rows,
+    ``SchurMap.schur``); with a diagonal Lambda_2 only the lower triangle is ever filled.
     """
     s = cp.schur
     if s is None:
