@@ -206,6 +206,22 @@ def with_dense_share(cp, design, share):
     return dataclasses.replace(cp, schur=schur)
 
 
+def dense_path_results(design, dense, theta):
+    """The dense path's REML criterion, gradient and blocks of A^{-1} at theta."""
+    f, g = criterion_and_gradient(theta, design, dense, True)
+    return f, g, inverse_blocks(factorize(theta, design, dense), dense)
+
+
+def assert_as_on_the_dense_path(design, cp, theta, expected):
+    f_dense, g_dense, (G11_dense, G22_dense) = expected
+    f, g = criterion_and_gradient(theta, design, cp, True)
+    assert f == pytest.approx(f_dense, rel=1e-12)
+    np.testing.assert_allclose(g, g_dense, rtol=1e-9, atol=1e-9 * np.abs(g_dense).max())
+    G11, G22 = inverse_blocks(factorize(theta, design, cp), cp)
+    np.testing.assert_allclose(G11, G11_dense, atol=1e-12)
+    np.testing.assert_allclose(G22, G22_dense, atol=1e-12)
+
+
 @pytest.mark.parametrize("formula, theta", CROSSED)
 def test_dense_rows_of_N_give_the_dense_paths_criterion_gradient_and_inverse(formula, theta):
     """Rows of N put apart from K (every row, some of them, none) change nothing but rounding: the
@@ -213,8 +229,7 @@ def test_dense_rows_of_N_give_the_dense_paths_criterion_gradient_and_inverse(for
     design = build_design(parse_formula(formula), ratings())
     dense, sparse = (CrossProducts.from_design(design, sparse=s, whole=False) for s in (False, True))
     theta = np.array(theta)
-    f_dense, g_dense = criterion_and_gradient(theta, design, dense, True)
-    G11_dense, G22_dense = inverse_blocks(factorize(theta, design, dense), dense)
+    expected = dense_path_results(design, dense, theta)
     splits = set()
     for share in (0.0, 0.3, 2.0):
         cp = with_dense_share(sparse, design, share)
@@ -222,12 +237,7 @@ def test_dense_rows_of_N_give_the_dense_paths_criterion_gradient_and_inverse(for
         splits.add((len(s.dense_rows), s.K.nnz > 0))
         # K holds no pair at a dense position
         assert not np.isin(np.flatnonzero(np.diff(s.K.tocsr().indptr)), s.dense_positions).any()
-        f, g = criterion_and_gradient(theta, design, cp, True)
-        assert f == pytest.approx(f_dense, rel=1e-12)
-        np.testing.assert_allclose(g, g_dense, rtol=1e-9, atol=1e-9 * np.abs(g_dense).max())
-        G11, G22 = inverse_blocks(factorize(theta, design, cp), cp)
-        np.testing.assert_allclose(G11, G11_dense, atol=1e-12)
-        np.testing.assert_allclose(G22, G22_dense, atol=1e-12)
+        assert_as_on_the_dense_path(design, cp, theta, expected)
     if sparse.schur.K.nnz or sparse.schur.dense_rows.size:  # not the dummy-variable design, whose N is 0
         assert len(splits) == 3  # all rows dense, a mix, none
 
@@ -297,14 +307,8 @@ def test_dense_rows_keep_positions_where_the_entries_of_N_cancel(formula, theta)
     design = build_design(parse_formula(formula), frame)
     dense, sparse = (CrossProducts.from_design(design, sparse=s, whole=False) for s in (False, True))
     theta = np.array(theta)
-    f_dense, g_dense = criterion_and_gradient(theta, design, dense, True)
-    assert f_dense == pytest.approx(brute_force_criterion(design, theta, True), rel=1e-10)
-    G11_dense, G22_dense = inverse_blocks(factorize(theta, design, dense), dense)
+    expected = dense_path_results(design, dense, theta)
+    assert expected[0] == pytest.approx(brute_force_criterion(design, theta, True), rel=1e-10)
     for share in (None, 0.0, 2.0):
         cp = sparse if share is None else with_dense_share(sparse, design, share)
-        f, g = criterion_and_gradient(theta, design, cp, True)
-        assert f == pytest.approx(f_dense, rel=1e-12)
-        np.testing.assert_allclose(g, g_dense, rtol=1e-9, atol=1e-9 * np.abs(g_dense).max())
-        G11, G22 = inverse_blocks(factorize(theta, design, cp), cp)
-        np.testing.assert_allclose(G11, G11_dense, atol=1e-12)
-        np.testing.assert_allclose(G22, G22_dense, atol=1e-12)
+        assert_as_on_the_dense_path(design, cp, theta, expected)
