@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from lmmnotes import LmerFit
-from lmmnotes.criterion import (CrossProducts, SchurMap, _weight_derivatives, criterion_and_gradient, factorize,
+from lmmnotes.criterion import (TRIANGULAR_LEAF, CrossProducts, SchurMap, _weight_derivatives, cholesky_inverse,
+                                criterion_and_gradient, factorize,
                                 inverse_blocks, profiled_criterion)
 from lmmnotes.design import build_design
 from lmmnotes.optimizer import optimize_theta
@@ -312,3 +313,34 @@ def test_dense_rows_keep_positions_where_the_entries_of_N_cancel(formula, theta)
     for share in (None, 0.0, 2.0):
         cp = sparse if share is None else with_dense_share(sparse, design, share)
         assert_as_on_the_dense_path(design, cp, theta, expected)
+
+
+@pytest.mark.parametrize("order", [1, 7, TRIANGULAR_LEAF, TRIANGULAR_LEAF + 1, 2 * TRIANGULAR_LEAF + 3, 700])
+def test_cholesky_inverse_by_halves_equals_lapack_and_numpy(order):
+    """(L L')^{-1} from L, its triangular inverse taken by halves above TRIANGULAR_LEAF (one,
+    two and three levels of halving here): LAPACK's dpotri and numpy's inverse of L L' agree."""
+    from scipy.linalg.lapack import dpotrf, dpotri
+    rng = np.random.default_rng(order)
+    B = rng.normal(size=(order, order + 5))
+    A = B @ B.T / order + np.diag(rng.uniform(0.5, 2.0, order))
+    L = dpotrf(A, lower=1, clean=1)[0]
+    G = cholesky_inverse(L)
+    assert G.flags.f_contiguous
+    lower = np.tril(G)
+    np.testing.assert_allclose(lower, np.tril(dpotri(L, lower=1)[0]), rtol=0, atol=1e-12 * np.abs(lower).max())
+    np.testing.assert_allclose(lower + np.tril(G, -1).T, np.linalg.inv(A), rtol=0, atol=1e-10 * np.abs(lower).max())
+
+
+def test_cholesky_inverse_of_a_singular_factor_raises():
+    L = np.tril(np.random.default_rng(0).normal(size=(3 * TRIANGULAR_LEAF, 3 * TRIANGULAR_LEAF)))
+    L[2 * TRIANGULAR_LEAF + 5, 2 * TRIANGULAR_LEAF + 5] = 0.0
+    with pytest.raises(np.linalg.LinAlgError, match="singular"):
+        cholesky_inverse(np.asfortranarray(L))
+
+
+def test_the_positions_run_column_by_column_down_the_lower_triangle():
+    """The order of LAPACK's Fortran arrays: S is scattered, and G_22 gathered, in memory order."""
+    design = build_design(parse_formula(CROSSED[0][0]), ratings(students=400, instructors=120))
+    s = CrossProducts.from_design(design, sparse=True).schur
+    assert np.all(s.rows >= s.cols)
+    assert np.all(np.diff(s.cols * s.q2 + s.rows) > 0)

@@ -102,6 +102,8 @@ MUTANTS = [
     Mutant("schur-traces-diagonal-twice", "lmmnotes/criterion.py",
            "return 2.0 * (h @ f.dS22) - h[s.on_diagonal] @ f.dS22[s.on_diagonal]",
            "return 2.0 * (h @ f.dS22)"),
+    Mutant("triangular-inverse-corner-sign", "lmmnotes/criterion.py",
+           "X[m:, :m] = dtrmm(-1.0, X22,", "X[m:, :m] = dtrmm(1.0, X22,"),
     Mutant("weight-derivative-unsymmetrized", "lmmnotes/criterion.py",
            "return B + np.swapaxes(B, 2, 3)", "return 2.0 * B"),
     Mutant("whole-reml-term-sign", "lmmnotes/criterion.py",
