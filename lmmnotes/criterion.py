@@ -283,6 +283,8 @@ class SchurMap:
         time of lam[rows] * lam[cols])."""
         per_term = np.zeros(int(self.row_term.max()) + 1)
         per_term[self.row_term] = lam
+        if not np.array_equal(per_term[self.row_term], lam):
+            raise ValueError("SchurMap.scaled needs one value of lam per term (a diagonal Lambda_2 of scalar terms)")
         products = np.outer(per_term, per_term).ravel().take(self.term_pairs)
         products *= values
         return products

@@ -151,19 +151,12 @@ def _snap_to_boundary(theta: np.ndarray, value: float, criterion, design: Design
 
 
 def _scaled_gradient(theta: np.ndarray, design: Design, cp: CrossProducts, reml: bool) -> float:
-    """max |R^{-T} g| for the gradient g and R'R = H, the Hessian by central differences of g."""
+    """max |R^{-T} g| for the gradient g and R'R = H, the Hessian by central differences of g
+    (``_hessian``); inf if H is not positive definite."""
     _, g = criterion_and_gradient(theta, design, cp, reml)
-    steps = 1e-5 * np.maximum(np.abs(theta), 1e-2)
-    columns = []
-    for j, h in enumerate(steps):
-        e = np.zeros_like(theta)
-        e[j] = h
-        low = np.where(design.theta_lower == 0, np.maximum(theta - e, 0.0), theta - e)
-        columns.append((criterion_and_gradient(theta + e, design, cp, reml)[1]
-                        - criterion_and_gradient(low, design, cp, reml)[1]) / (theta[j] + h - low[j]))
-    H = np.array(columns)
+    H = _hessian(theta, g, np.ones(len(theta), dtype=bool), design, cp, reml, central=True)
     try:
-        R = np.linalg.cholesky(0.5 * (H + H.T)).T
+        R = np.linalg.cholesky(H).T
     except np.linalg.LinAlgError:
         return np.inf
     return float(np.max(np.abs(np.linalg.solve(R.T, g))))

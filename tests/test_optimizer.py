@@ -150,6 +150,36 @@ def test_a_stop_at_a_worse_trial_point_is_not_taken_for_convergence():
     assert fit.n_evaluations > 3  # the false stop came after 3 evaluations
 
 
+
+def test_a_stop_without_convergence_at_the_optimum_is_accepted_by_its_scaled_gradient(psid, monkeypatch):
+    """When every L-BFGS-B run reports failure (as "ABNORMAL" after a line search finds nothing
+    better than rounding), the point is accepted if its scaled gradient R^{-T} g is below 2e-3:
+    at the optimum it is, and the message says so; one step of 5% away from it, it is not."""
+    import lmmnotes.optimizer as optimizer_module
+
+    design, cp = _design("log(income) ~ cyear * sex + age + educ + (cyear | person)", psid)
+    reference = optimize_theta(design, cp, True)
+    original = optimizer_module.minimize
+
+    def failing(*args, **kwargs):
+        result = original(*args, **kwargs)
+        result.success, result.message = False, "ABNORMAL: (a test)"
+        return result
+
+    monkeypatch.setattr(optimizer_module, "minimize", failing)
+    accepted = optimize_theta(design, cp, True, start=reference.theta)
+    assert accepted.converged and "scaled gradient" in accepted.message
+    np.testing.assert_allclose(accepted.theta, reference.theta, rtol=1e-6)
+
+    def stopped(fun, x0, *args, **kwargs):  # a run that stops where it started
+        value, _ = fun(x0)
+        return optimizer_module.OptimizeResult(x=x0, fun=value, success=False, message="ABNORMAL: (a test)")
+
+    monkeypatch.setattr(optimizer_module, "minimize", stopped)
+    away = optimize_theta(design, cp, True, start=reference.theta + 0.05 * design.theta_scale)
+    assert not away.converged and "scaled gradient" not in away.message
+
+
 # ---- the record's gradient and lme4's convergence check ------------------------------------------
 def test_the_record_keeps_the_gradient_at_theta(psid):
     fit = lmmnotes.lmer("log(income) ~ cyear * sex + age + educ + (cyear | person)", psid)

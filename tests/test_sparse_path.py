@@ -266,6 +266,9 @@ def test_scaled_values_at_the_positions_are_lambda_r_v_lambda_c():
     lam = np.where(s.row_term == 0, 0.7, 0.3)  # Lambda_2 = diag(theta_2 I, theta_3 I)
     v = np.random.default_rng(1).normal(size=len(s.rows))
     np.testing.assert_allclose(s.scaled(lam, v), lam[s.rows] * v * lam[s.cols], rtol=1e-15)
+    lam[0] = 0.5  # two values on the instructor term's rows: not a Lambda_2 of scalar terms
+    with pytest.raises(ValueError, match="one value of lam per term"):
+        s.scaled(lam, v)
 
 
 def test_weight_derivatives_equal_differences_of_W():
