@@ -283,7 +283,7 @@ class SchurMap:
         time of lam[rows] * lam[cols])."""
         per_term = np.zeros(int(self.row_term.max()) + 1)
         per_term[self.row_term] = lam
-        if not np.array_equal(per_term[self.row_term], lam):
+        if not np.array_equal(per_term[self.row_term], lam, equal_nan=True):
             raise ValueError("SchurMap.scaled needs one value of lam per term (a diagonal Lambda_2 of scalar terms)")
         products = np.outer(per_term, per_term).ravel().take(self.term_pairs)
         products *= values
@@ -656,7 +656,8 @@ TRIANGULAR_LEAF = 128  # below this order, LAPACK's dtrtri inverts a triangle di
 
 
 def lower_triangular_inverse(L: np.ndarray) -> np.ndarray:
-    r""":math:`L^{-1}` for a lower-triangular L (its lower triangle is read), in Fortran order, by halves:
+    r"""The lower triangle of :math:`L^{-1}` for a lower-triangular L (only its lower triangle is
+    read), in Fortran order (the upper triangle is left undefined), by halves:
 
     .. math::
         \begin{bmatrix} L_{11} & 0 \\ L_{21} & L_{22} \end{bmatrix}^{-1}
@@ -684,11 +685,10 @@ def lower_triangular_inverse(L: np.ndarray) -> np.ndarray:
 
 def cholesky_inverse(L: np.ndarray) -> np.ndarray:
     r""":math:`(LL^\top)^{-1} = L^{-\top}L^{-1}` from a lower Cholesky factor L, in Fortran
-    order: its lower triangle (the upper one is not computed). LAPACK's dpotri, with the triangular
+    order: its lower triangle (the upper one is left undefined). LAPACK's dpotri, with the triangular
     inverse by halves (``lower_triangular_inverse``) and its product by dlauum."""
     G, info = dlauum(lower_triangular_inverse(L), lower=1, overwrite_c=1)
-    if info != 0:
-        raise np.linalg.LinAlgError("a triangular factor is singular")
+    assert info == 0, "dlauum reports only invalid arguments"
     return G
 
 

@@ -9,8 +9,7 @@ import pytest
 
 from lmmnotes import LmerFit
 from lmmnotes.criterion import (TRIANGULAR_LEAF, CrossProducts, SchurMap, _weight_derivatives, cholesky_inverse,
-                                criterion_and_gradient, factorize,
-                                inverse_blocks, profiled_criterion)
+                                criterion_and_gradient, factorize, inverse_blocks, profiled_criterion)
 from lmmnotes.design import build_design
 from lmmnotes.optimizer import optimize_theta
 from lmmnotes.formula import parse_formula
@@ -319,18 +318,24 @@ def test_dense_rows_keep_positions_where_the_entries_of_N_cancel(formula, theta)
 
 
 @pytest.mark.parametrize("order", [1, 7, TRIANGULAR_LEAF, TRIANGULAR_LEAF + 1, 2 * TRIANGULAR_LEAF + 3, 700])
-def test_cholesky_inverse_by_halves_equals_lapack_and_numpy(order):
+@pytest.mark.parametrize("layout", ["F", "C"])
+def test_cholesky_inverse_by_halves_equals_lapack_and_numpy(order, layout):
     """(L L')^{-1} from L, its triangular inverse taken by halves above TRIANGULAR_LEAF (one,
-    two and three levels of halving here): LAPACK's dpotri and numpy's inverse of L L' agree."""
+    two and three levels of halving here): LAPACK's dpotri and numpy's inverse of L L' agree.
+    Only L's lower triangle is read (its upper one here holds noise), and L is left as it was."""
     from scipy.linalg.lapack import dpotrf, dpotri
     rng = np.random.default_rng(order)
     B = rng.normal(size=(order, order + 5))
     A = B @ B.T / order + np.diag(rng.uniform(0.5, 2.0, order))
     L = dpotrf(A, lower=1, clean=1)[0]
-    G = cholesky_inverse(L)
+    expected = np.tril(dpotri(L, lower=1)[0])
+    noisy = np.array(L + np.triu(rng.normal(size=(order, order)), 1), order=layout)
+    before = noisy.copy()
+    G = cholesky_inverse(noisy)
+    np.testing.assert_array_equal(noisy, before)
     assert G.flags.f_contiguous
     lower = np.tril(G)
-    np.testing.assert_allclose(lower, np.tril(dpotri(L, lower=1)[0]), rtol=0, atol=1e-12 * np.abs(lower).max())
+    np.testing.assert_allclose(lower, expected, rtol=0, atol=1e-12 * np.abs(lower).max())
     np.testing.assert_allclose(lower + np.tril(G, -1).T, np.linalg.inv(A), rtol=0, atol=1e-10 * np.abs(lower).max())
 
 
