@@ -238,6 +238,7 @@ class SchurMap:
             key, values, k_col = key[order], values[order], k_col[order]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(k_col, minlength=l1 * p1 * p1))])
         K = sp.csc_matrix((values, number[key], indptr), shape=(len(positions), l1 * p1 * p1))
+        K.sort_indices()  # each column's positions in order: K @ W then writes through memory in order
         cols, rows = np.divmod(positions, q2)
         c22 = np.zeros(len(positions))
         c22[number[c22_key]] = C.data[below]
