@@ -667,7 +667,7 @@ def lower_triangular_inverse(L: np.ndarray) -> np.ndarray:
 
     down to blocks of order ``TRIANGULAR_LEAF``, which LAPACK's dtrtri inverts. Most of the work
     is then in two triangular matrix products (dtrmm), which run faster than dtrtri's own
-    blocking on a large triangle (12 against 17 ms at order 1114 on one core)."""
+    blocking on a large triangle (about 12 against 16 ms at order 1114 on one core)."""
     n = L.shape[0]
     if n <= TRIANGULAR_LEAF:
         X, info = dtrtri(L, lower=1)
@@ -686,8 +686,9 @@ def lower_triangular_inverse(L: np.ndarray) -> np.ndarray:
 
 def cholesky_inverse(L: np.ndarray) -> np.ndarray:
     r""":math:`(LL^\top)^{-1} = L^{-\top}L^{-1}` from a lower Cholesky factor L, in Fortran
-    order: its lower triangle (the upper one is left undefined). LAPACK's dpotri, with the triangular
-    inverse by halves (``lower_triangular_inverse``) and its product by dlauum."""
+    order: its lower triangle (the upper one is left undefined). What LAPACK's dpotri computes, with
+    the triangular inverse taken by halves (``lower_triangular_inverse``) and multiplied out by
+    dlauum."""
     G, info = dlauum(lower_triangular_inverse(L), lower=1, overwrite_c=1)
     assert info == 0, "dlauum reports only invalid arguments"
     return G
