@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from lmmnotes import LmerFit
+from lmmnotes import criterion as criterion_module
 from lmmnotes.criterion import (TRIANGULAR_LEAF, CrossProducts, SchurMap, _weight_derivatives, cholesky_inverse,
                                 criterion_and_gradient, factorize, inverse_blocks, profiled_criterion)
 from lmmnotes.design import build_design
@@ -72,7 +73,12 @@ CROSSED = [
 
 @pytest.mark.parametrize("formula, theta", CROSSED)
 @pytest.mark.parametrize("reml", [True, False])
-def test_sparse_and_dense_paths_equal_brute_force(formula, theta, reml):
+@pytest.mark.parametrize("leaf", [None, 8])
+def test_sparse_and_dense_paths_equal_brute_force(formula, theta, reml, leaf, monkeypatch):
+    """Both paths against the criterion computed from the n x n covariance; with ``leaf`` = 8 the
+    inverse of L_22 (order about 120 here) is taken by halves down to order 8."""
+    if leaf is not None:
+        monkeypatch.setattr(criterion_module, "TRIANGULAR_LEAF", leaf)
     design = build_design(parse_formula(formula), ratings())
     dense, sparse = (CrossProducts.from_design(design, sparse=s, whole=False) for s in (False, True))
     for scale in (1.0, 0.3, 2.0):
