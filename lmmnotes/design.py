@@ -223,7 +223,8 @@ class Design:
 
     @property
     def default_start(self) -> np.ndarray:
-        """Where ``lmer`` starts: lme4's T_t = I in the units of ``theta_scale``."""
+        """lme4's start, T_t = I in the units of ``theta_scale``: where ``lmer`` starts (after one EM
+        step for a large model, ``optimizer.em_step``)."""
         return self.theta_start * self.theta_scale
 
     @cached_property

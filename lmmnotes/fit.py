@@ -70,7 +70,8 @@ def lmer(formula: str, data: pd.DataFrame, reml: bool = True, *,
         (``reml=False``).
     start : starting value of theta (default: each relative covariance
         factor diagonal, 1 for the intercept and about 1 / rms(x) for a
-        column x: lme4's identity in the units of the columns).
+        column x: lme4's identity in the units of the columns; for a large
+        model, on the sparse path, one EM step from there, ``em_step``).
 
     Warns as lme4 does (``warn_about_fit``): ``SingularFitWarning``,
     ``ConvergenceWarning``, and at the design step ``RankDeficiencyWarning``,

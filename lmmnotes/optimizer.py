@@ -2,8 +2,9 @@
 
 ``optimize_theta`` minimizes ``criterion.profiled_criterion`` (or d_R) over theta from a start,
 on one BLAS thread, and returns an ``OptimizerResult``: the record of the optimization, as
-MixedModels.jl's ``OptSummary`` and lme4's ``@optinfo``. ``lme4_gradient_check`` is lme4's test of
-convergence at the answer. A fitted template has a nonnegative diagonal, as in lme4
+MixedModels.jl's ``OptSummary`` and lme4's ``@optinfo``. A large model's search starts after one
+step of the EM algorithm (``em_step``). ``lme4_gradient_check`` is lme4's test of convergence at
+the answer. A fitted template has a nonnegative diagonal, as in lme4
 (``design.canonical_theta``).
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult, minimize
 from threadpoolctl import ThreadpoolController
 
-from .criterion import CrossProducts, criterion_and_gradient, profiled_criterion
+from .criterion import CrossProducts, criterion_and_gradient, inverse_blocks, pls, profiled_criterion
 from .design import Design, canonical_theta
 
 GRADIENT_TOLERANCE = 2e-3  # the default tolerance of lme4's check.conv.grad
@@ -32,7 +33,7 @@ class OptimizerResult:
     criterion: float  # d(theta) or d_R(theta) at theta
     converged: bool
     message: str  # the optimizer's reason for stopping
-    n_evaluations: int  # of the criterion (with or without its gradient), restarts and probes included
+    n_evaluations: int  # of the criterion (with or without its gradient), restarts, probes and an EM step included
     restarts: int = 0  # fresh L-BFGS-B runs after the first (from a probe inside the boundary, or a stall)
     snapped: tuple[int, ...] = ()  # entries of theta set to exactly 0 at the end (``_snap_to_boundary``)
     # the criterion's gradient at theta, as the last evaluation there gave it (None if theta was
@@ -162,6 +163,49 @@ def _scaled_gradient(theta: np.ndarray, design: Design, cp: CrossProducts, reml:
     return float(np.max(np.abs(np.linalg.solve(R.T, g))))
 
 
+def em_step(theta: np.ndarray, design: Design, cp: CrossProducts) -> np.ndarray:
+    r"""One step of the EM algorithm for the templates, from theta (Laird and Ware 1982; nlme's
+    ``lme`` starts with such iterations, Pinheiro and Bates 2000).
+
+    Given y, the spherical random effects of level k of term t have mean :math:`\tilde u_k` and
+    covariance :math:`\hat\sigma^2 G_{kk}`, with :math:`G = (L_\theta L_\theta^\top)^{-1}` and
+    :math:`\hat\sigma^2 = r^2(\theta)/n` (the penalized least squares solution at theta, with
+    beta at its estimate). With :math:`\sigma^2` held there, the M-step sets each term's
+    relative covariance to the average of :math:`E(b_k b_k^\top \mid y)/\hat\sigma^2` over its
+    :math:`l_t` levels:
+
+    .. math::
+        T_t^{\text{new}} T_t^{\text{new}\top} = T_t \Bigl(\frac{1}{l_t}\sum_k
+            \bigl(\tilde u_k\tilde u_k^\top/\hat\sigma^2 + G_{kk}\bigr)\Bigr) T_t^\top,
+
+    and theta takes the lower triangles of the new templates (Cholesky factors). A term whose
+    new template is not finite and positive definite keeps its old one. The step costs one
+    factorization and the diagonal blocks of its inverse, about one evaluation of the gradient.
+    """
+    solution = pls(theta, design, cp)
+    sigma2 = solution.factor.r2 / cp.n
+    G11, G22 = inverse_blocks(solution.factor, cp)
+    first = design.terms[0]
+    q1 = first.n_levels * first.p
+    blocks = [(solution.u[:q1].reshape(first.n_levels, first.p), G11)]  # (u_k, G_kk) of each term
+    start = 0
+    for t in design.terms[1:]:
+        level = start + np.arange(t.n_levels * t.p).reshape(t.n_levels, t.p)
+        blocks.append((solution.u[q1 + level], G22[level[:, :, None], level[:, None, :]]))
+        start += t.n_levels * t.p
+    new = theta.copy()
+    for t, part, (u, G) in zip(design.terms, design.theta_slices, blocks):
+        T = t.template(theta[part])
+        M = (u.T @ u / sigma2 + G.sum(axis=0)) / t.n_levels
+        try:
+            T_new = np.linalg.cholesky(T @ M @ T.T)
+        except np.linalg.LinAlgError:
+            continue
+        if np.all(np.isfinite(T_new)):
+            new[part] = T_new[t.lower]
+    return new
+
+
 @functools.cache
 def _blas() -> ThreadpoolController:
     """The process's BLAS libraries, found once (a lookup costs about 0.2 ms; a limit 10 us)."""
@@ -177,7 +221,8 @@ def optimize_theta(design: Design, cp: CrossProducts, reml: bool,
                    start: np.ndarray | None = None) -> OptimizerResult:
     """Minimize the profiled criterion over theta, from ``start`` (default:
     each T_t diagonal with ``design.theta_scale``, i.e. lme4's T_t = I in the
-    units of the columns of X_t).
+    units of the columns of X_t, and for a large model, on the sparse path,
+    one EM step from there: ``em_step``).
 
     L-BFGS-B with the analytic gradient (``criterion.criterion_and_gradient``),
     a template's entries unbounded (``_bounds``); a stop on the boundary is
@@ -195,14 +240,20 @@ def optimize_theta(design: Design, cp: CrossProducts, reml: bool,
     """
     with single_blas_thread():
         lower, scale = design.theta_lower, design.theta_scale
-        if start is None:
-            start = design.default_start
-        else:
-            start = canonical_theta(np.asarray(start, dtype=float), design)
-
         # evaluations of the criterion, with or without its gradient, in
         # every step below
         evaluations = 0
+        if start is None:
+            start = design.default_start
+            if cp.schur is not None:
+                # a large model: an evaluation costs a dense factor of order
+                # q_2, and one EM step, at about that cost, brings the start
+                # closer to the optimum than T_t = I (for three data sets of
+                # 72,500 ratings, 26 to 40 evaluations became 17)
+                start = em_step(start, design, cp)
+                evaluations += 1
+        else:
+            start = canonical_theta(np.asarray(start, dtype=float), design)
 
         def criterion(theta: np.ndarray) -> float:
             nonlocal evaluations

@@ -232,8 +232,8 @@ def refit_responses(fit: LmerFit, responses, statistic: Callable[[LmerFit], obje
     known truth (``simulate_responses``), not from the fit. ``responses`` is an n x B array or
     DataFrame whose rows are the rows the fit used, in its order. Each refit starts at the fit's
     theta and reuses everything that depends on the design alone, so a refit costs a fraction of
-    ``lmer``; ``start`` replaces the starting theta (e.g. ``fit.design.default_start``, where
-    ``lmer`` starts, so that each replicate's result depends on its response alone, not on where
+    ``lmer``; ``start`` replaces the starting theta (e.g. ``fit.design.default_start``, lme4's
+    start, so that each replicate's result depends on its response alone, not on where
     the first fit happened to stop). ``n_jobs`` processes do the refits (-1: all cores, -2: all but
     one, as joblib). The result's ``replicates`` has one row per column of ``responses``; refits
     that raise or do not converge give rows of NaN and are counted in ``n_failed``. ``observed``

@@ -353,7 +353,7 @@ class LmerFit:
     def refit(self, y, *, start=None) -> "LmerFit":
         """Fit the same model to a new response ``y`` (same rows; the offset, if any, is
         subtracted as at fit time), starting at this fit's theta, or at ``start`` if given (e.g.
-        ``fit.design.default_start``, where ``lmer`` starts)."""
+        ``fit.design.default_start``, lme4's start)."""
         y = np.asarray(y, dtype=float).ravel()
         if y.shape != self.design.y.shape:
             raise ValueError(f"refit needs a response of length {self.nobs}, got {y.shape[0]}")

@@ -12,7 +12,7 @@ from lmmnotes import criterion as criterion_module
 from lmmnotes.criterion import (TRIANGULAR_LEAF, CrossProducts, SchurMap, _weight_derivatives, cholesky_inverse,
                                 criterion_and_gradient, factorize, inverse_blocks, profiled_criterion)
 from lmmnotes.design import build_design
-from lmmnotes.optimizer import optimize_theta
+from lmmnotes.optimizer import em_step, optimize_theta
 from lmmnotes.formula import parse_formula
 
 from .conftest import REFERENCE, book_data
@@ -358,3 +358,47 @@ def test_the_positions_run_column_by_column_down_the_lower_triangle():
     s = CrossProducts.from_design(design, sparse=True).schur
     assert np.all(s.rows >= s.cols)
     assert np.all(np.diff(s.cols * s.q2 + s.rows) > 0)
+
+
+@pytest.mark.parametrize("formula, theta", CROSSED)
+@pytest.mark.parametrize("sparse", [True, False])
+def test_an_em_step_equals_the_conditional_moments_of_the_marginal_model(formula, theta, sparse):
+    """em_step against the same step from the n x n marginal model: with W = I + Z Lambda Lambda' Z',
+    beta by GLS and sigma^2 = e'W^{-1}e / n, b given y has mean Lambda Lambda' Z' W^{-1} e and
+    covariance sigma^2 (Lambda Lambda' - Lambda Lambda' Z' W^{-1} Z Lambda Lambda'); each term's new
+    T T' is the average over its levels of E(b_k b_k' | y) / sigma^2."""
+    design = build_design(parse_formula(formula), ratings())
+    cp = CrossProducts.from_design(design, sparse=sparse, whole=False)
+    theta = np.array(theta)
+    Z, Lam = design.Z().toarray(), design.Lambda(theta).toarray()
+    X, y, n = design.X, design.y, design.nobs
+    LLt = Lam @ Lam.T
+    W_inv = np.linalg.inv(np.eye(n) + Z @ LLt @ Z.T)
+    beta = np.linalg.solve(X.T @ W_inv @ X, X.T @ W_inv @ y)
+    e = y - X @ beta
+    sigma2 = e @ W_inv @ e / n
+    mean = LLt @ Z.T @ W_inv @ e
+    cov = sigma2 * (LLt - LLt @ Z.T @ W_inv @ Z @ LLt)
+    expected, start = [], 0
+    for t in design.terms:
+        level = start + np.arange(t.n_levels * t.p).reshape(t.n_levels, t.p)
+        second_moment = (np.einsum("ka,kb->ab", mean[level], mean[level])
+                         + cov[level[:, :, None], level[:, None, :]].sum(axis=0)) / t.n_levels
+        expected.append(np.linalg.cholesky(second_moment / sigma2)[t.lower])
+        start += t.n_levels * t.p
+    np.testing.assert_allclose(em_step(theta, design, cp), np.concatenate(expected), rtol=1e-8, atol=1e-12)
+
+
+def test_a_large_model_starts_after_one_em_step():
+    """On the sparse path the search starts at em_step(T_t = I) and reaches the optimum that the
+    start T_t = I reaches; on the dense path it starts at T_t = I."""
+    design = build_design(parse_formula(CROSSED[0][0]), ratings(students=400, instructors=120))
+    sparse = CrossProducts.from_design(design)
+    assert sparse.schur is not None
+    opt = optimize_theta(design, sparse, False)
+    np.testing.assert_array_equal(opt.start, em_step(design.default_start, design, sparse))
+    from_identity = optimize_theta(design, sparse, False, start=design.default_start)
+    assert opt.criterion == pytest.approx(from_identity.criterion, rel=1e-12)
+    np.testing.assert_allclose(opt.theta, from_identity.theta, rtol=1e-5)
+    dense = CrossProducts.from_design(design, sparse=False)
+    np.testing.assert_array_equal(optimize_theta(design, dense, False).start, design.default_start)

@@ -122,6 +122,8 @@ MUTANTS = [
     Mutant("central-difference-doubled", "lmmnotes/optimizer.py",
            "columns.append((g_up - criterion_and_gradient(down, design, cp, reml)[1])[free] / (2 * h))",
            "columns.append((g_up - criterion_and_gradient(down, design, cp, reml)[1])[free] / h)"),
+    Mutant("em-step-without-conditional-covariance", "lmmnotes/optimizer.py",
+           "M = (u.T @ u / sigma2 + G.sum(axis=0)) / t.n_levels", "M = (u.T @ u / sigma2) / t.n_levels"),
     Mutant("satterthwaite-df-halved", "lmmnotes/fixed_effect_tests.py",
            "return v, float(np.float64(2.0 * v**2) / denominator)", "return v, float(np.float64(v**2) / denominator)"),
     Mutant("icc-adjusted-with-fixed", "lmmnotes/diagnostics.py",
