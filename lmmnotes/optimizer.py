@@ -28,12 +28,12 @@ class OptimizerResult:
     """The record of one optimization of theta (MixedModels.jl's ``OptSummary``, lme4's ``@optinfo``)."""
 
     optimizer: str  # the algorithm: L-BFGS-B
-    start: np.ndarray  # where the search began
+    start: np.ndarray  # where L-BFGS-B began (lme4's start is design.default_start; see em_step)
     theta: np.ndarray  # where it ended (canonical: nonnegative template diagonals)
     criterion: float  # d(theta) or d_R(theta) at theta
     converged: bool
     message: str  # the optimizer's reason for stopping
-    n_evaluations: int  # of the criterion (with or without its gradient), restarts, probes and an EM step included
+    n_evaluations: int  # of the criterion (with or without its gradient), restarts and probes included; an EM step counts one
     restarts: int = 0  # fresh L-BFGS-B runs after the first (from a probe inside the boundary, or a stall)
     snapped: tuple[int, ...] = ()  # entries of theta set to exactly 0 at the end (``_snap_to_boundary``)
     # the criterion's gradient at theta, as the last evaluation there gave it (None if theta was
@@ -165,7 +165,8 @@ def _scaled_gradient(theta: np.ndarray, design: Design, cp: CrossProducts, reml:
 
 def em_step(theta: np.ndarray, design: Design, cp: CrossProducts) -> np.ndarray:
     r"""One step of the EM algorithm for the templates, from theta (Laird and Ware 1982; nlme's
-    ``lme`` starts with such iterations, Pinheiro and Bates 2000).
+    ``lme`` starts with 25 such iterations, Pinheiro and Bates 2000). It is the step for the
+    likelihood (ML), taken as a start for REML too.
 
     Given y, the spherical random effects of level k of term t have mean :math:`\tilde u_k` and
     covariance :math:`\hat\sigma^2 G_{kk}`, with :math:`G = (L_\theta L_\theta^\top)^{-1}` and
@@ -178,8 +179,10 @@ def em_step(theta: np.ndarray, design: Design, cp: CrossProducts) -> np.ndarray:
         T_t^{\text{new}} T_t^{\text{new}\top} = T_t \Bigl(\frac{1}{l_t}\sum_k
             \bigl(\tilde u_k\tilde u_k^\top/\hat\sigma^2 + G_{kk}\bigr)\Bigr) T_t^\top,
 
-    and theta takes the lower triangles of the new templates (Cholesky factors). A term whose
-    new template is not finite and positive definite keeps its old one. The step costs one
+    and theta takes the lower triangles of the new templates (Cholesky factors). With beta and
+    sigma^2 then profiled again, the step cannot raise the profiled deviance d(theta) (it is a
+    conditional maximization step of EM). A term whose new template is not finite and positive
+    definite (one on the boundary, whose T T' is singular) keeps its old one. The step costs one
     factorization and the diagonal blocks of its inverse, about one evaluation of the gradient.
     """
     solution = pls(theta, design, cp)

@@ -269,7 +269,7 @@ def test_refit_responses_is_the_bootstrap_loop():
 
 
 def test_refit_responses_from_a_given_start_is_a_fresh_fit():
-    """With start = lmer's own start (design.default_start) each refit is the fit lmer makes from scratch."""
+    """With start = lmer's own start for a small model (design.default_start) each refit is the fit lmer makes from scratch."""
     hsb = book_data("hsb")
     school_rows = hsb[hsb["school"].isin(hsb["school"].cat.categories[:20])].copy()
     fit = lmer("mathach ~ ses + (ses | school)", school_rows)

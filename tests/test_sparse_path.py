@@ -395,10 +395,23 @@ def test_a_large_model_starts_after_one_em_step():
     design = build_design(parse_formula(CROSSED[0][0]), ratings(students=400, instructors=120))
     sparse = CrossProducts.from_design(design)
     assert sparse.schur is not None
-    opt = optimize_theta(design, sparse, False)
-    np.testing.assert_array_equal(opt.start, em_step(design.default_start, design, sparse))
-    from_identity = optimize_theta(design, sparse, False, start=design.default_start)
-    assert opt.criterion == pytest.approx(from_identity.criterion, rel=1e-12)
-    np.testing.assert_allclose(opt.theta, from_identity.theta, rtol=1e-5)
+    for reml in (False, True):
+        opt = optimize_theta(design, sparse, reml)
+        np.testing.assert_array_equal(opt.start, em_step(design.default_start, design, sparse))
+        from_identity = optimize_theta(design, sparse, reml, start=design.default_start)
+        assert opt.criterion == pytest.approx(from_identity.criterion, rel=1e-12)
+        np.testing.assert_allclose(opt.theta, from_identity.theta, rtol=1e-5)
     dense = CrossProducts.from_design(design, sparse=False)
     np.testing.assert_array_equal(optimize_theta(design, dense, False).start, design.default_start)
+
+
+def test_an_em_step_keeps_a_term_on_the_boundary_and_lowers_the_deviance():
+    """A scalar theta at 0 has T M T' = 0, which has no Cholesky factor: it stays 0 (EM never
+    leaves 0), while the other terms move; and the step lowers the ML criterion d(theta)."""
+    design = build_design(parse_formula(CROSSED[0][0]), ratings())
+    cp = CrossProducts.from_design(design, sparse=True)
+    theta = np.array([0.4, 0.0, 0.3])
+    new = em_step(theta, design, cp)
+    assert new[1] == 0.0 and new[0] != theta[0] and new[2] != theta[2]
+    for start in (theta, design.default_start):
+        assert profiled_criterion(em_step(start, design, cp), design, cp, False) < profiled_criterion(start, design, cp, False)
