@@ -1040,7 +1040,7 @@ def criterion_and_gradient(theta: np.ndarray, design: Design, cp: CrossProducts,
     T1, Lam2 = f.T1, f.Lam2
     beta, u1, u2 = _estimates(f, design, cp)
     rows, cols, _ = design.lambda_index_rest
-    TA = T1 @ np.swapaxes(f.L11_inv, 1, 2) @ f.L11_inv  # T_1 A_11,k^{-1}
+    TA = f.TLt @ f.L11_inv  # T_1 A_11,k^{-1} = (T_1 L_11,k^{-T}) L_11,k^{-1}, as factorize forms it for dW
     # the first term: d log|A_11,k| / d theta_i level by level, and tr(H dS22 / d theta_i) for
     # log|Lambda_2' S22 Lambda_2 + I|; the others: M22 at the positions of Lambda_2
     if cp.q2:

@@ -213,6 +213,16 @@ class Design:
         return out
 
     @cached_property
+    def effect_slices(self) -> list[slice]:
+        """Where each term's random effects sit in u and b (Z's columns): term by term, then level
+        by level with the term's p_t effects together."""
+        out, start = [], 0
+        for t in self.terms:
+            out.append(slice(start, start + t.n_levels * t.p))
+            start += t.n_levels * t.p
+        return out
+
+    @cached_property
     def theta_lower(self) -> np.ndarray:
         return np.concatenate([t.theta_lower for t in self.terms])
 
@@ -279,12 +289,8 @@ class Design:
         """b = Lambda_theta u, term by term: for each term the (levels x p_t) array whose row j is
         T_t u_j, from the spherical effects u (ordered as Z's columns: term by term, level by level).
         b = Lambda u holds on the boundary too, where u = Lambda^{-1} b does not exist."""
-        out, start = [], 0
-        for t, s in zip(self.terms, self.theta_slices):
-            size = t.n_levels * t.p
-            out.append(u[start:start + size].reshape(t.n_levels, t.p) @ t.template(theta[s]).T)
-            start += size
-        return out
+        return [u[e].reshape(t.n_levels, t.p) @ t.template(theta[s]).T
+                for t, s, e in zip(self.terms, self.theta_slices, self.effect_slices)]
 
     def Z(self) -> sp.csc_matrix:
         """The sparse n x q random-effects model matrix [Z_1 Z_2 ...]."""

@@ -188,16 +188,15 @@ def em_step(theta: np.ndarray, design: Design, cp: CrossProducts) -> np.ndarray:
     solution = pls(theta, design, cp)
     sigma2 = solution.factor.r2 / cp.n
     G11, G22 = inverse_blocks(solution.factor, cp)
-    first = design.terms[0]
-    q1 = first.n_levels * first.p
-    blocks = [(solution.u[:q1].reshape(first.n_levels, first.p), G11)]  # (u_k, G_kk) of each term
-    start = 0
-    for t in design.terms[1:]:
-        level = start + np.arange(t.n_levels * t.p).reshape(t.n_levels, t.p)
-        blocks.append((solution.u[q1 + level], G22[level[:, :, None], level[:, None, :]]))
-        start += t.n_levels * t.p
+    q1 = design.effect_slices[0].stop
     new = theta.copy()
-    for t, part, (u, G) in zip(design.terms, design.theta_slices, blocks):
+    for i, (t, part, effects) in enumerate(zip(design.terms, design.theta_slices, design.effect_slices)):
+        u = solution.u[effects].reshape(t.n_levels, t.p)
+        if i == 0:
+            G = G11
+        else:  # the term's p_t x p_t diagonal blocks of G_22
+            level = np.arange(effects.start - q1, effects.stop - q1).reshape(t.n_levels, t.p)
+            G = G22[level[:, :, None], level[:, None, :]]
         T = t.template(theta[part])
         M = (u.T @ u / sigma2 + G.sum(axis=0)) / t.n_levels
         try:

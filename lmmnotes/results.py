@@ -197,11 +197,9 @@ class LmerFit:
             LG = np.asarray(Lam2 @ G22)  # the diagonal of Lambda_2 G_22 Lambda_2', row by row
             diag = Lam2.multiply(LG).sum(axis=1).A1 if sp.issparse(Lam2) else np.einsum("ij,ij->i", LG, Lam2)
             sd = self.sigma * np.sqrt(diag)
-            start = 0
-            for t in d.terms[1:]:
-                size = t.n_levels * t.p
-                out.append(sd[start:start + size].reshape(t.n_levels, t.p))
-                start += size
+            q1 = d.effect_slices[0].stop
+            for t, effects in zip(d.terms[1:], d.effect_slices[1:]):
+                out.append(sd[effects.start - q1:effects.stop - q1].reshape(t.n_levels, t.p))
         return out
 
     def ranef(self, condvar: bool = False) -> dict[str, pd.DataFrame]:
